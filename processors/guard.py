@@ -1,0 +1,394 @@
+"""What must never be stored, screened one event at a time with no state and no I/O.
+
+The policy promises that special-category data (racial or ethnic origin, religion, political
+views, sexual orientation, health, ...) and payment data are never stored, and that purposes
+such as profiling or the sale of data are refused like forbidden data. ``screen`` applies those
+promises to one already-validated upstream event and returns the first ``Refusal`` or ``None``.
+
+A ``Refusal`` names the rule and where it fired (``purpose``, ``fields.<name>``), never the
+offending value: it is written to ``lifecycle.rejected`` and to logs, which must not become a
+second copy of the data the guard exists to keep out.
+
+Detection is deliberately tolerant of disguise, because the data arrives from forms people type
+into: text is NFKC-normalised (fullwidth digits, ligatures), invisible format characters are
+dropped (zero-width space, soft hyphen), and field names are also folded through common
+Cyrillic and Greek look-alikes of Latin letters, so ``rel\\u200bigion``, or ``health`` typed
+with a Cyrillic ie for its e, cannot dodge the list. Number detection is deliberately strict
+in the other direction: a digit run is only a card if it passes Luhn and only an IBAN if it
+passes mod-97, so phone numbers and order ids get through.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "PURPOSE_EXEMPT",
+    "GuardPolicy",
+    "Refusal",
+    "contains_iban",
+    "contains_payment_card",
+    "fold_name",
+    "is_special_category_name",
+    "screen",
+]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an event was refused: a reason code and where, never what."""
+
+    reason: str
+    field: str
+
+
+class GuardPolicy(Protocol):
+    """The two questions the guard asks the policy file."""
+
+    def forbidden_field_category(self, name: str) -> str | None:
+        """The forbidden data category a field name maps to (``user.health_and_medical``)."""
+        ...
+
+    def purpose_refusal(self, purpose: str) -> str | None:
+        """A reason code (``forbidden_purpose``, ``unknown_purpose``) or None when allowed."""
+        ...
+
+
+PURPOSE_EXEMPT = frozenset({"ConsentWithdrawn", "RestrictionRequested", "ObjectionRaised"})
+"""Events that stop processing for a purpose. Refusing them because the purpose is forbidden or
+unknown would refuse the data subject exactly when they object to it (an objection to profiling
+names a forbidden purpose) and drop a request the pipeline must answer."""
+
+# --- normalisation --------------------------------------------------------------------------
+
+# Cyrillic, Greek and odd Latin letters that render like a-z (after casefold), the usual
+# disguise for a field name that must not match a word list: Unicode name -> the letter it
+# passes for. Named rather than pasted, because pasted look-alikes are exactly what a reviewer
+# cannot see.
+# fmt: off
+_LOOK_ALIKES = {
+    "CYRILLIC SMALL LETTER": {
+        "A": "a", "VE": "b", "SOFT SIGN": "b", "HARD SIGN": "b", "ES": "c", "KOMI DE": "d",
+        "IE": "e", "IO": "e", "E": "e", "UKRAINIAN IE": "e", "KOMI SJE": "g", "SHHA": "h",
+        "EN": "h", "BYELORUSSIAN-UKRAINIAN I": "i", "YI": "i", "PALOCHKA": "l", "JE": "j",
+        "KA": "k", "EM": "m", "PE": "n", "EL": "n", "O": "o", "O WITH DIAERESIS": "o",
+        "ER": "p", "QA": "q", "GHE": "r", "DZE": "s", "TE": "t", "TSE": "u", "I": "u",
+        "SHORT I": "u", "IZHITSA": "v", "SHA": "w", "SHCHA": "w", "WE": "w", "OMEGA": "w",
+        "HA": "x", "U": "y", "STRAIGHT U": "y", "STRAIGHT U WITH STROKE": "y", "ZE": "3",
+    },
+    "GREEK SMALL LETTER": {
+        "ALPHA": "a", "BETA": "b", "FINAL SIGMA": "c", "DELTA": "d", "EPSILON": "e",
+        "ETA": "n", "IOTA": "i", "KAPPA": "k", "MU": "u", "NU": "v", "OMICRON": "o",
+        "THETA": "o", "PI": "n", "RHO": "p", "SIGMA": "o", "TAU": "t", "UPSILON": "u",
+        "CHI": "x", "GAMMA": "y", "OMEGA": "w", "ZETA": "z",
+    },
+    "GREEK": {
+        "LUNATE SIGMA SYMBOL": "c", "LUNATE EPSILON SYMBOL": "e", "LETTER YOT": "j",
+        "KAPPA SYMBOL": "k", "RHO SYMBOL": "p",
+    },
+    "LATIN": {
+        "SMALL LETTER DOTLESS I": "i", "SMALL LETTER DOTLESS J": "j", "SMALL LETTER ALPHA": "a",
+        "SMALL LETTER IOTA": "i", "SMALL LETTER SCRIPT G": "g", "LETTER SMALL CAPITAL L": "l",
+        "LETTER SMALL CAPITAL A": "a",
+    },
+}
+# fmt: on
+_CONFUSABLES = str.maketrans(
+    {
+        unicodedata.lookup(f"{script} {name}"): latin
+        for script, letters in _LOOK_ALIKES.items()
+        for name, latin in letters.items()
+    }
+)
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def _visible(text: str) -> str:
+    """NFKC with format characters (zero-width, soft hyphen, bidi marks) removed."""
+    if text.isascii():
+        return text  # every format character and every NFKC change is outside ASCII
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in text if c.isascii() or unicodedata.category(c) != "Cf")
+
+
+def fold_name(name: str) -> str:
+    """A field name as compared against word lists: NFKC, no format characters, no accents,
+    look-alike letters mapped to Latin, casefolded: ``"H\\u0435alth"`` (a Cyrillic ie) gives
+    ``"health"``."""
+    text = _visible(name)
+    if text.isascii():
+        return text.casefold()
+    text = unicodedata.normalize("NFKD", text.casefold())
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return unicodedata.normalize("NFKC", text).translate(_CONFUSABLES)
+
+
+# --- special categories ---------------------------------------------------------------------
+
+# Second line behind the policy's own mapping: GDPR art. 9 categories by the words field names
+# use. Stems match anywhere in the name with separators removed (``healthStatus``,
+# ``religious_affiliation``); short words only as a whole token, so ``trace`` or ``embrace``
+# are not ``race``.
+# fmt: off
+_STEMS = (
+    "health", "medical", "medicat", "medicin", "diagnos", "disease", "illness", "disabilit",
+    "handicap", "allerg", "pregnan", "prescription", "symptom", "therap", "vaccin", "injur",
+    "sickness", "sickleave", "bloodtype", "bloodgroup", "genetic", "genome", "biometric",
+    "religio", "ethnic", "racial", "skincolo", "politic", "tradeunion", "unionmember",
+    "laborunion", "labourunion", "sexual", "sexlife", "philosophicalbelief",
+)
+_WORDS = frozenset(
+    {"race", "races", "dna", "hiv", "faith", "belief", "beliefs", "caste", "disabled",
+     "mental", "patient", "sick", "covid"}
+)
+# fmt: on
+_STEM = re.compile("|".join(_STEMS))
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def is_special_category_name(name: str) -> bool:
+    """Whether a field name alone says it holds special-category data (built-in word list)."""
+    spaced = _CAMEL.sub("_", _visible(name))
+    tokens = [t for t in _NOT_WORD.split(fold_name(spaced)) if t]
+    if any(t in _WORDS for t in tokens):
+        return True
+    return _STEM.search("".join(tokens)) is not None
+
+
+# --- payment cards --------------------------------------------------------------------------
+
+_SEPARATORS = r"[\s.\-\u2010-\u2015\u2212\ufe58\ufe63]"
+_DIGIT_RUN = re.compile(rf"\d(?:{_SEPARATORS}{{0,3}}\d)*")
+_SEPARATOR_RUN = re.compile(rf"{_SEPARATORS}+")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = ord(ch) - 48
+        if i % 2:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+def _card_in_groups(groups: list[str]) -> bool:
+    """A card is 13-19 digits that pass Luhn. It may be written in groups and sit next to other
+    numbers ("4111 1111 1111 1111 123"), so every run of whole consecutive groups is tried."""
+    for i in range(len(groups)):
+        if groups[i][0] == "0":
+            continue  # no payment card number starts with 0; "0049 ..." phone numbers do
+        total = 0
+        for j in range(i, len(groups)):
+            total += len(groups[j])
+            if total > 19:
+                break
+            if total >= 13 and _luhn("".join(groups[i : j + 1])):
+                return True
+    return False
+
+
+def contains_payment_card(text: str, *, glued: bool = False) -> bool:
+    """A payment card number anywhere in the text, however it is spaced or disguised.
+
+    A digit run glued to letters is normally part of a longer token (a hex id) and passes;
+    ``glued=True`` counts it too, for field names, where long digit runs have no business.
+    """
+    if len(text) < 13:
+        return False
+    text = _visible(text)
+    if "-" in text:
+        text = _UUID.sub(" ", text)  # uuid4 event ids hold digit groups that can pass Luhn
+    end = len(text)
+    for m in _DIGIT_RUN.finditer(text):
+        start, stop = m.span()
+        if stop - start < 13:
+            continue
+        # A run after "+" is a phone number; one glued to letters is part of a longer token.
+        if start and text[start - 1] == "+":
+            continue
+        if not glued and (
+            (start and text[start - 1].isalnum()) or (stop < end and text[stop].isalnum())
+        ):
+            continue
+        run = m.group()
+        if not run.isascii():
+            run = "".join(str(int(c)) if c.isdigit() else c for c in run)  # other scripts' digits
+        if _card_in_groups(_SEPARATOR_RUN.split(run)):
+            return True
+    return False
+
+
+# --- bank accounts --------------------------------------------------------------------------
+
+# IBAN length per country (SWIFT IBAN registry). A country outside it is not an IBAN.
+# fmt: off
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HN": 28, "HR": 21, "HU": 28,
+    "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28,
+    "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22,
+    "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23,
+    "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24,
+    "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}
+# fmt: on
+_IBAN_START = re.compile(r"(?<![^\W_])([A-Za-z]{2})([0-9]{2})")
+
+
+def _mod97(iban: str) -> bool:
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def contains_iban(text: str) -> bool:
+    """An IBAN anywhere in the text, compact or in groups, that passes its mod-97 check."""
+    if len(text) < 15:
+        return False
+    text = _visible(text)
+    end = len(text)
+    for m in _IBAN_START.finditer(text):
+        need = _IBAN_LENGTHS.get(m.group(1).upper())
+        if need is None:
+            continue
+        chars = [m.group(1), m.group(2)]
+        have = 4
+        i = m.end()
+        after_separator = False
+        while i < end and have < need:
+            c = text[i]
+            if c.isascii() and c.isalnum():
+                chars.append(c)
+                have += 1
+                after_separator = False
+            elif (c == "-" or c.isspace()) and not after_separator:
+                after_separator = True
+            else:
+                break
+            i += 1
+        if have < need or (i < end and text[i].isalnum()):
+            continue  # too short, or part of a longer token
+        candidate = "".join(chars)
+        letters = "".join(c for c in candidate if c.isalpha())
+        if not (letters.isupper() or letters.islower()):
+            continue  # mixed case is base64 or a hash, not a bank account typed by a person
+        if _mod97(candidate.upper()):
+            return True
+    return False
+
+
+# --- the screen -----------------------------------------------------------------------------
+
+# A plain identifier with few digits: a name, not a number someone typed into the key.
+_LABEL = re.compile(r"(?!(?:\D*\d){7})[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
+
+
+def _label(parent: str, key: object) -> str:
+    """``fields.<name>`` when the name, or its folded form, is a plain identifier; a name that
+    is anything else may be data itself, so then only the parent is named."""
+    if isinstance(key, str):
+        for name in (key, fold_name(key)):  # a disguised name is reported as folded
+            if _LABEL.fullmatch(name):
+                return f"{parent}.{name}" if parent else name
+    return parent or "?"
+
+
+def _strings(event: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, Any, str]]]:
+    """Every map key below the top level as (map's label, key), and every string value as
+    (parent's label, key, text); iterative, since a hostile message may nest deeply. Labels
+    are only computed for containers; a value's own label waits until it is refused."""
+    keys: list[tuple[str, str]] = []
+    texts: list[tuple[str, Any, str]] = []
+    stack: list[tuple[str, Any, Any]] = [("", None, event)]
+    while stack:
+        parent, key, node = stack.pop()
+        if isinstance(node, str):
+            texts.append((parent, key, node))
+        elif isinstance(node, Mapping):
+            where = parent if key is None else _label(parent, key)
+            items = list(node.items())
+            if where:  # the top level's keys are the schema's own field names
+                keys.extend((where, k) for k, _ in items if isinstance(k, str))
+            stack.extend((where, k, v) for k, v in reversed(items))
+        elif isinstance(node, (list, tuple)):
+            where = parent if key is None else _label(parent, key)
+            stack.extend((where, None, v) for v in reversed(node))
+    return keys, texts
+
+
+# Verdicts on field names without payment data, which repeat in every event ("email", "name").
+_CLEAN_NAMES: dict[str, tuple[str, bool]] = {}
+
+
+def _name_verdict(name: str) -> tuple[str, str, bool]:
+    """(payment reason, folded name, special by the built-in list) for one field name; the
+    payment reason is "" for a clean name, and then the rest says what the name means."""
+    known = _CLEAN_NAMES.get(name)
+    if known is not None:
+        return ("", *known)
+    if contains_payment_card(name, glued=True):
+        return ("payment_card", "", False)
+    if contains_iban(name):
+        return ("bank_account", "", False)
+    verdict = (fold_name(name), is_special_category_name(name))
+    if len(_CLEAN_NAMES) >= 4096:
+        _CLEAN_NAMES.clear()
+    _CLEAN_NAMES[name] = verdict
+    return ("", *verdict)
+
+
+def _category_reason(category: str) -> str:
+    cat = category.casefold()
+    if "financial" in cat or "payment" in cat:
+        if "card" in cat:
+            return "payment_card"
+        if "bank" in cat or "account" in cat:
+            return "bank_account"
+        return "financial_data"
+    return "special_category"
+
+
+def screen(event: Mapping[str, Any], policy: GuardPolicy) -> Refusal | None:
+    """The first reason this event must not be stored, or None.
+
+    Order: the purpose, then every map key (payment data in a name, a special-category name),
+    then every string value. Keys go first so that by the time a value is reported under
+    ``fields.<name>``, that name is known to be clean.
+    """
+    purpose = event.get("purpose")
+    kind = event.get("type")
+    if "purpose" in event and not (isinstance(kind, str) and kind in PURPOSE_EXEMPT):
+        if not isinstance(purpose, str):
+            return Refusal("unknown_purpose", "purpose")
+        reason = policy.purpose_refusal(purpose)
+        if reason:
+            return Refusal(reason, "purpose")
+    keys, texts = _strings(event)
+    for where, key in keys:
+        payment, folded, special = _name_verdict(key)
+        if payment:
+            return Refusal(payment, where)
+        category = policy.forbidden_field_category(folded)
+        if category:
+            return Refusal(_category_reason(category), _label(where, key))
+        if special:
+            return Refusal("special_category", _label(where, key))
+    for parent, key, text in texts:
+        if contains_payment_card(text):
+            return Refusal("payment_card", _value_label(parent, key))
+        if contains_iban(text):
+            return Refusal("bank_account", _value_label(parent, key))
+    return None
+
+
+def _value_label(parent: str, key: Any) -> str:
+    """Where a refused string sits: its own key under its parent, or the parent (a list)."""
+    return (parent or "?") if key is None else _label(parent, key)

@@ -1,0 +1,274 @@
+"""The policy file: the packaged one loads and names only what the Fides taxonomy knows, and a
+broken file fails loudly with the key at fault (a silent typo would widen what is allowed)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from fideslang.default_taxonomy import DEFAULT_TAXONOMY
+
+from processors.policy import (
+    LEGAL_BASES,
+    Policy,
+    PolicyError,
+    add_months,
+    load_policy,
+    normalize_field_name,
+    parse_policy,
+)
+
+PACKAGED = Path(__file__).resolve().parent.parent / "processors" / "policy.toml"
+CATEGORIES = {c.fides_key for c in DEFAULT_TAXONOMY.data_category}
+USES = {u.fides_key for u in DEFAULT_TAXONOMY.data_use}
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return load_policy()
+
+
+def packaged_text() -> str:
+    return PACKAGED.read_text(encoding="utf-8")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# the packaged policy
+# --------------------------------------------------------------------------------------
+
+
+def test_packaged_policy_loads_once_and_from_a_path_alike(policy: Policy) -> None:
+    assert load_policy() is policy  # loaded once
+    again = load_policy(PACKAGED)
+    assert again.purposes.keys() == policy.purposes.keys()
+    assert again.consumer_names == policy.consumer_names
+
+
+def test_packaged_policy_has_the_promised_values(policy: Policy) -> None:
+    assert policy.no_relationship_months == 12
+    assert policy.post_contract_years == 6
+    assert policy.deadline_months == 1
+    assert policy.extension_months == 2
+    assert "billing" in policy.obligation_categories
+    for name in (
+        "marketing_email",
+        "newsletter",
+        "analytics_cookies",
+        "inquiry",
+        "recruitment",
+        "invoicing",
+        "service_delivery",
+        "crm",
+    ):
+        assert policy.purposes[name].forbidden is None
+        assert policy.purposes[name].legal_basis in LEGAL_BASES
+    assert policy.purposes["marketing_email"].data_use == "marketing.communications.email"
+    assert set(policy.channels["email"]) == {"marketing_email", "newsletter"}
+    assert {p.forbidden for p in policy.purposes.values()} >= {"profiling", "automated_decision", "sale"}
+    assert set(policy.categories) >= {"contact", "billing", "employment", "analytics", "third_party"}
+    assert set(policy.consumer_names) >= {"crm-mirror", "mailer", "warehouse"}
+    for c in policy.consumers:
+        assert c.role in ("processor", "controller") and c.region
+
+
+def test_every_name_in_the_packaged_policy_is_in_the_fideslang_taxonomy(policy: Policy) -> None:
+    for p in policy.purposes.values():
+        assert p.data_use in USES, p.name
+    for c in policy.categories.values():
+        assert c.data_category in CATEGORIES, c.name
+    for field, category in policy.fields.items():
+        assert category in CATEGORIES, field
+    for category in policy.forbidden_categories:
+        assert category in CATEGORIES
+    for use in policy.forbidden_uses:
+        assert use in USES
+
+
+def test_forbidden_list_is_the_special_category_and_financial_subtrees(policy: Policy) -> None:
+    for root in (
+        "user.health_and_medical",
+        "user.demographic.race_ethnicity",
+        "user.demographic.religious_belief",
+        "user.demographic.political_opinion",
+        "user.demographic.sexual_orientation",
+        "user.financial",
+    ):
+        assert root in policy.forbidden_categories
+    assert policy.is_forbidden_category("user.financial.credit_card")
+    assert policy.is_forbidden_category("user.health_and_medical.genetic")
+    assert not policy.is_forbidden_category("user.contact.email")
+    assert not policy.is_forbidden_category("user.payment")  # billing details are allowed
+    for c in policy.categories.values():
+        assert not policy.is_forbidden_category(c.data_category)
+
+
+# --------------------------------------------------------------------------------------
+# the guard's two questions
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "category"),
+    [
+        ("health", "user.health_and_medical"),
+        ("Health", "user.health_and_medical"),
+        ("HealthStatus", "user.health_and_medical"),
+        ("medical-condition", "user.health_and_medical"),
+        ("religion", "user.demographic.religious_belief"),
+        ("ethnicity", "user.demographic.race_ethnicity"),
+        ("ethnic origin", "user.demographic.race_ethnicity"),
+        ("political.views", "user.demographic.political_opinion"),
+        ("sexual_orientation", "user.demographic.sexual_orientation"),
+        ("card_number", "user.financial.credit_card"),
+        ("Card-Number", "user.financial.credit_card"),
+        ("cardNumber", "user.financial.credit_card"),
+        ("card\u200bnumber", "user.financial.credit_card"),  # zero-width space
+        ("\ufeffiban", "user.financial.bank_account"),  # byte order mark
+        ("ＩＢＡＮ", "user.financial.bank_account"),  # full-width
+        ("customer_iban", "user.financial.bank_account"),
+        ("creditcard", "user.financial.credit_card"),
+        ("bank account", "user.financial.bank_account"),
+    ],
+)
+def test_forbidden_field_names_map_to_their_fides_category(policy: Policy, name: str, category: str) -> None:
+    assert policy.forbidden_field_category(name) == category
+
+
+@pytest.mark.parametrize(
+    "name", ["email", "name", "phone", "company", "job_title", "ip_address", "cv", "billing_address", "vat_id", "trace_id", "x"]
+)
+def test_ordinary_field_names_are_not_forbidden(policy: Policy, name: str) -> None:
+    assert policy.forbidden_field_category(name) is None
+
+
+def test_common_field_names_map_to_fides_categories(policy: Policy) -> None:
+    assert policy.field_category("email") == "user.contact.email"
+    assert policy.field_category("Name") == "user.name"
+    assert policy.field_category("phone") == "user.contact.phone_number"
+    assert policy.field_category("ip-address") == "user.device.ip_address"
+    assert policy.field_category("unheard_of") is None
+
+
+def test_normalisation_folds_disguises() -> None:
+    assert normalize_field_name(" Card--Number ") == "card_number"
+    assert normalize_field_name("card\u00adnumber") == "cardnumber"  # soft hyphen is a format char
+    assert normalize_field_name("ＨＥＡＬＴＨ") == "health"
+    assert normalize_field_name("Straße") == "strasse"
+
+
+@pytest.mark.parametrize(
+    ("purpose", "refusal"),
+    [
+        ("newsletter", None),
+        ("invoicing", None),
+        ("profiling", "forbidden_purpose"),
+        ("lead_scoring", "forbidden_purpose"),
+        ("data_sale", "forbidden_purpose"),
+        ("nope", "unknown_purpose"),
+        ("Newsletter", "unknown_purpose"),
+    ],
+)
+def test_purpose_refusal(policy: Policy, purpose: str, refusal: str | None) -> None:
+    assert policy.purpose_refusal(purpose) == refusal
+
+
+# --------------------------------------------------------------------------------------
+# calendar arithmetic
+# --------------------------------------------------------------------------------------
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("start", "months", "end"),
+    [
+        ("2024-01-15T10:00:00", 12, "2025-01-15T10:00:00"),
+        ("2024-01-31T10:00:00", 1, "2024-02-29T10:00:00"),  # leap year clamp
+        ("2023-01-31T10:00:00", 1, "2023-02-28T10:00:00"),
+        ("2024-02-29T00:00:00", 12, "2025-02-28T00:00:00"),
+        ("2024-12-31T23:59:59.999", 1, "2025-01-31T23:59:59.999"),
+        ("2024-03-31T08:00:00", 72, "2030-03-31T08:00:00"),
+        ("1969-12-31T12:00:00", 1, "1970-01-31T12:00:00"),
+    ],
+)
+def test_add_months_is_calendar_months_on_utc_dates(start: str, months: int, end: str) -> None:
+    assert add_months(ms(start), months) == ms(end)
+    assert add_months(ms(start), months) == ms(end)  # and again, from the memo
+
+
+# --------------------------------------------------------------------------------------
+# invalid files fail with the key in the message
+# --------------------------------------------------------------------------------------
+
+
+def test_bad_legal_basis_names_the_key_and_the_choices(tmp_path: Path) -> None:
+    text = packaged_text().replace(
+        '[purposes.newsletter]\ndescription = "Newsletter subscription (the policy\'s own example of consent)"\n'
+        'data_use = "marketing.communications.email"\nlegal_basis = "consent"',
+        '[purposes.newsletter]\ndata_use = "marketing.communications.email"\nlegal_basis = "maybe"',
+    )
+    assert '"maybe"' in text
+    with pytest.raises(PolicyError) as err:
+        load_policy(write(tmp_path, text))
+    assert str(err.value) == (
+        "purposes.newsletter.legal_basis: 'maybe' is not one of consent, contract, legitimate_interest, legal_obligation"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "why"),
+    [
+        (
+            'data_use = "essential.service.operations.support"',
+            'data_use = "essential.service.support"',
+            "purposes.inquiry.data_use",
+            "not a data use of the Fides taxonomy",
+        ),
+        ('data_category = "user.behavior"', 'data_category = "user.behaviour"', "categories.analytics.data_category", "not a data category"),
+        ('email = "user.contact.email"', 'email = "user.contact.mail"', "fields.email", "not a data category"),
+        ('"user.financial",\n]', '"user.finance",\n]', "forbidden.data_categories[8]", "not a data category"),
+        ("no_relationship_months = 12\n", "", "retention.no_relationship_months", "missing"),
+        ("deadline_months = 1\n", 'deadline_months = "one"\n', "requests.deadline_months", "expected int"),
+        ('role = "processor"\nregion = "us-east"', 'role = "subprocessor"\nregion = "us-east"', "consumers.mailer.role", "not one of processor, controller"),
+        ('channel = "email"\n\n[purposes.newsletter]', 'chanel = "email"\n\n[purposes.newsletter]', "purposes.marketing_email.chanel", "unknown key"),
+        ('obligation_categories = ["billing"]', 'obligation_categories = ["invoices"]', "retention.obligation_categories[0]", "not a category"),
+        ('data_category = "user.payment"', 'data_category = "user.financial.credit_card"', "categories.billing.data_category", "forbidden"),
+        ('[purposes.profiling]\ndescription = "Building profiles of visitors or contacts"\ndata_use = "personalize.profiling"\nforbidden = "profiling"',
+         '[purposes.profiling]\ndata_use = "personalize.profiling"\nlegal_basis = "legitimate_interest"',
+         "purposes.profiling.data_use", "profiling"),
+        ("[categories.third_party]", "[categories.third_parties]", "categories.third_party", "missing"),
+    ],
+)
+def test_invalid_policy_fails_naming_the_key(tmp_path: Path, old: str, new: str, key: str, why: str) -> None:
+    text = packaged_text()
+    assert old in text, old
+    with pytest.raises(PolicyError) as err:
+        load_policy(write(tmp_path, text.replace(old, new, 1)))
+    message = str(err.value)
+    assert message.startswith(f"{key}: "), message
+    assert why in message
+
+
+def test_missing_table_and_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match=r"^consumers: missing$"):
+        parse_policy(packaged_text().split("[consumers.crm-mirror]")[0])
+    with pytest.raises(PolicyError, match=r"^policy\.toml: not valid TOML"):
+        load_policy(write(tmp_path, "[policy\nname = 1"))
+    with pytest.raises(PolicyError, match=r"^absent\.toml: cannot read"):
+        load_policy(tmp_path / "absent.toml")
+
+
+def test_policy_is_frozen(policy: Policy) -> None:
+    with pytest.raises(AttributeError):
+        policy.no_relationship_months = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        policy.purposes["x"] = policy.purposes["newsletter"]  # type: ignore[index]
