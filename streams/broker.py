@@ -1,0 +1,670 @@
+"""A local single-node Apache Kafka (KRaft, broker and controller in one JVM) for development.
+
+No Docker, no Kafka tarball: the broker runs from the Apache Kafka jars on Maven Central,
+fetched once with ``mvn`` into the user cache, on the machine's own Java 17+::
+
+    lifecycle broker start     # first run fetches the jars (~30 s), later runs take seconds
+    lifecycle broker status    # exit 0 when running, 3 when not
+    lifecycle broker stop
+
+Where things live (``LIFECYCLE_HOME``, ``LIFECYCLE_CACHE``, ``LIFECYCLE_BROKER_PORT`` move them):
+
+- jars: ``$LIFECYCLE_CACHE/kafka-<version>/libs`` (shared by every home on the machine);
+- config, pid file and ``broker.log``: ``$LIFECYCLE_HOME/broker``;
+- data: ``$LIFECYCLE_HOME/broker/data``, formatted once, so topics survive stop and start.
+
+The broker listens on 127.0.0.1 only: on the broker port for clients and on the next port
+for its controller. It runs detached from the shell that started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from streams.settings import Settings, SettingsError
+from streams.topics import NAMES, ensure_topics
+
+Progress = Callable[[str], None]
+
+JAVA_MIN = 17
+HEAP_OPTS = ["-Xms256m", "-Xmx512m"]  # modest: the workers run beside it
+JVM_OPTS = [
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExitOnOutOfMemoryError",  # a dead broker is easier to diagnose than a thrashing one
+    "-Djava.awt.headless=true",
+]
+RUNTIME_DEPS = [  # the jars Kafka's own distribution puts on the server's classpath
+    ("org.apache.kafka", "kafka_2.13", None),  # None: the requested Kafka version
+    ("org.apache.logging.log4j", "log4j-slf4j2-impl", "2.24.3"),
+    ("org.slf4j", "slf4j-api", "2.0.17"),
+]
+READY_TIMEOUT = 60.0
+MARKER = ".complete"
+NODE_ID = 1
+
+
+class BrokerError(Exception):
+    """Why the local broker cannot be fetched, started or stopped, in one line a user can act on."""
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """Enough to point a client at the broker (``bootstrap``) or to find out why it stopped (``log``).
+
+    ``bootstrap`` is the address the running broker was started with, which may differ from
+    what the environment now says.
+    """
+
+    running: bool
+    pid: int | None
+    bootstrap: str
+    log: Path
+    data_dir: Path
+    version: str
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# -- paths --------------------------------------------------------------------------------
+
+
+def _jar_dir(settings: Settings) -> Path:
+    return settings.cache / f"kafka-{settings.kafka_version}"
+
+
+def _data_dir(settings: Settings) -> Path:
+    return settings.broker_dir / "data"
+
+
+def _log_path(settings: Settings) -> Path:
+    return settings.broker_dir / "broker.log"
+
+
+def _pid_path(settings: Settings) -> Path:
+    return settings.broker_dir / "broker.pid"
+
+
+def _props_path(settings: Settings) -> Path:
+    return settings.broker_dir / "server.properties"
+
+
+# -- java and the jars --------------------------------------------------------------------
+
+
+def _java() -> str:
+    """Java the way Kafka's own scripts find it: ``JAVA_HOME`` first, then ``PATH``."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        java = Path(home) / "bin" / "java"
+        if not java.is_file():
+            raise BrokerError(f"JAVA_HOME={home} has no bin/java: point it at a Java {JAVA_MIN}+ runtime")
+        path = str(java)
+    else:
+        found = shutil.which("java")
+        if not found:
+            raise BrokerError(f"java not found: install a Java {JAVA_MIN}+ runtime or set JAVA_HOME")
+        path = found
+    try:
+        out = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BrokerError(f"{path} -version failed: {e}") from None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if match:
+        major = int(match.group(1))
+        if major == 1 and match.group(2):  # "1.8.0_392" is Java 8
+            major = int(match.group(2))
+        if major < JAVA_MIN:
+            raise BrokerError(
+                f"{path} is Java {major}, Kafka needs {JAVA_MIN}+: install a newer runtime or set JAVA_HOME"
+            )
+    return path
+
+
+def _pom(version: str) -> str:
+    deps = "\n".join(
+        f"    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
+        f"<version>{v or version}</version></dependency>"
+        for g, a, v in RUNTIME_DEPS
+    )
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- Written by `lifecycle broker start` to fetch Kafka's runtime jars; safe to delete. -->
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.data-lifecycle</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>{version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+{deps}
+  </dependencies>
+</project>
+"""
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Two processes (a CLI and a test run) may fetch into the same cache at once; one waits."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock, the marker still guards against half downloads
+        yield
+        return
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_DOWNLOADED = re.compile(r"^(?:\[INFO\] )?Downloaded from [^:]+: (\S+)")
+_MVN_NOISE = re.compile(r"^\s*(->|To see the full|Re-run Maven|For more information|\[Help \d\]|$)")
+
+
+def _mvn_failure(lines: list[str], code: int) -> str:
+    """Maven's first real ``[ERROR]`` line names the cause; the ones after it are boilerplate."""
+    for line in lines:
+        if line.startswith("[ERROR]"):
+            text = line[len("[ERROR]") :].strip()
+            if not _MVN_NOISE.match(text):
+                text = text.split(" -> [Help")[0]
+                return text[:400]
+    tail = [line.strip() for line in lines if line.strip()]
+    return tail[-1][:400] if tail else f"mvn exited with code {code}"
+
+
+def ensure_jars(settings: Settings, progress: Progress = _quiet) -> Path:
+    """The Kafka runtime jars, fetched with mvn on first use, reused from the cache afterwards.
+
+    The marker file is written only once mvn succeeded, so an interrupted fetch is retried
+    from scratch instead of starting a broker on half a classpath.
+    """
+    root = _jar_dir(settings)
+    libs = root / "libs"
+    if (root / MARKER).is_file() and libs.is_dir():
+        return libs
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / ".lock"):
+        if (root / MARKER).is_file() and libs.is_dir():
+            return libs  # another process fetched them while we waited for the lock
+        mvn = shutil.which("mvn")
+        if not mvn:
+            raise BrokerError(
+                f"mvn not found: install Apache Maven to fetch Kafka {settings.kafka_version} "
+                "from Maven Central (needed once)"
+            )
+        if libs.exists():
+            shutil.rmtree(libs)  # leftovers of an interrupted fetch
+        (root / "pom.xml").write_text(_pom(settings.kafka_version))
+        progress(f"fetching Kafka {settings.kafka_version} from Maven Central (first run only) ...")
+        failed = f"fetching Kafka {settings.kafka_version} from Maven Central failed"
+        cmd = [
+            mvn, "-B", "-Dstyle.color=never", "-f", str(root / "pom.xml"),
+            "dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+        ]  # fmt: skip
+        lines: list[str] = []
+        downloaded = 0
+        try:
+            proc = subprocess.Popen(
+                cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, text=True, errors="replace",
+            )  # fmt: skip
+        except OSError as e:
+            raise BrokerError(f"{failed}: {e}") from None
+        with proc:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.rstrip()
+                lines.append(line)
+                hit = _DOWNLOADED.match(line)
+                if hit:
+                    downloaded += 1
+                    name = hit.group(1).rsplit("/", 1)[-1]
+                    if name.endswith(".jar"):
+                        progress(f"  [{downloaded:3d} files] downloaded {name}")
+        code = proc.returncode
+        jars = sorted(libs.glob("*.jar")) if libs.is_dir() else []
+        if code != 0 or not jars:
+            reason = _mvn_failure(lines, code) if code != 0 else "mvn copied no jars"
+            raise BrokerError(f"{failed}: {reason}")
+        (root / MARKER).write_text(f"{settings.kafka_version}\n{len(jars)} jars\n")
+        progress(f"Kafka {settings.kafka_version}: {len(jars)} jars ready ({downloaded} files downloaded)")
+        return libs
+
+
+# -- processes ----------------------------------------------------------------------------
+
+# Brokers started by this process, so that stop() can reap them (a child that exited stays a
+# zombie, which still "exists" for kill(pid, 0)) and they are never garbage-collected while
+# running (subprocess would warn).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _read_pid(settings: Settings) -> int | None:
+    try:
+        return int(_pid_path(settings).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        return child.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is as good as gone
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_ours(settings: Settings, pid: int) -> bool:
+    """A recycled pid must not be mistaken for our broker, so check its command line."""
+    if not _alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (macOS): trust the pid file
+    return b"kafka.Kafka" in cmdline and str(_props_path(settings)).encode() in cmdline
+
+
+def _running_pid(settings: Settings) -> int | None:
+    pid = _read_pid(settings)
+    if pid is not None and _is_ours(settings, pid):
+        return pid
+    return None
+
+
+def _port_of(settings: Settings) -> int:
+    """The port the running broker was started with, which the environment may since have changed."""
+    try:
+        text = _props_path(settings).read_text()
+    except OSError:
+        return settings.broker_port
+    match = re.search(r"^listeners=PLAINTEXT://[^:]+:(\d+)", text, re.M)
+    return int(match.group(1)) if match else settings.broker_port
+
+
+def _check_port(port: int, what: str) -> None:
+    # SO_REUSEADDR like the JVM's server sockets: a port held only by TIME_WAIT leftovers of
+    # our own previous run is free for Kafka, a listening socket is not.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            taken = f"port {port}{what} is taken by another process"
+            raise BrokerError(f"{taken}: set LIFECYCLE_BROKER_PORT") from None
+
+
+def _cluster_id() -> str:
+    """Kafka's own format: 16 random bytes, URL-safe base64 without padding, no leading dash."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
+def _server_properties(settings: Settings, version: str) -> str:
+    port = settings.broker_port
+    cport = port + 1
+    return f"""\
+# Written by `lifecycle broker start` for Kafka {version}; rewritten at every start.
+process.roles=broker,controller
+node.id={NODE_ID}
+# A static quorum (voters from this file, not from the formatted log), so that moving the
+# ports with LIFECYCLE_BROKER_PORT keeps working on an existing data directory.
+controller.quorum.voters={NODE_ID}@127.0.0.1:{cport}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={_data_dir(settings)}
+
+# One node: every internal topic has a single replica.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Fewer internal partitions than the production default (50): faster first group join, fewer files.
+offsets.topic.num.partitions=8
+transaction.state.log.num.partitions=8
+
+# Consumers join a group at once instead of waiting 3 s for more members.
+group.initial.rebalance.delay.ms=0
+# The cleaner looks for compactable segments every 5 s (default 15 s), so a tombstone on a
+# compacted topic removes the old value within the topic's max.compaction.lag.ms plus seconds.
+log.cleaner.backoff.ms=5000
+# Kept on: faust creates some internal topics by producing or subscribing to them. Our own
+# topics never depend on it, ensure_topics creates them with their configs before any worker.
+auto.create.topics.enable=true
+num.partitions={settings.partitions}
+
+# Small machine, workers beside it.
+num.network.threads=2
+num.io.threads=4
+"""
+
+
+_LOG4J2 = """\
+# Written by `lifecycle broker start`: INFO to stdout, which the broker's launcher sends to broker.log.
+status = warn
+name = lifecycle-broker
+# Kafka logs its own shutdown from a JVM shutdown hook; log4j's hook would silence it first.
+shutdownHook = disable
+appender.out.type = Console
+appender.out.name = STDOUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = STDOUT
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.request.additivity = false
+logger.request.appenderRef.out.ref = STDOUT
+"""
+
+_EXCEPTION = re.compile(r"^(?:Caused by: )?(?:[\w$]+\.)+[\w$]*(?:Exception|Error)(?::\s*(.*))?$")
+_LOGLINE = re.compile(r"^\[[^\]]+\] (?:ERROR|FATAL) (.*?)(?: \([\w.$]+\))?$")
+
+
+def _last_meaningful(log: Path) -> str:
+    """The line of the broker log that says why it died: the root cause of the last exception,
+    else the last ERROR, else the last line (the JVM itself complains on plain stderr)."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log written"
+    for line in reversed(lines):
+        match = _EXCEPTION.match(line)
+        if match and match.group(1):
+            return match.group(1)[:300]
+    for line in reversed(lines):
+        match = _LOGLINE.match(line)
+        if match:
+            return match.group(1)[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+# The format tool runs for a second: C1 only and the serial GC start it faster (~1.3 s less).
+TOOL_OPTS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+
+
+def _java_cmd(java: str, libs: Path, settings: Settings, main: list[str], opts: list[str]) -> list[str]:
+    return [
+        java, *opts,
+        f"-Dlog4j2.configurationFile={settings.broker_dir / 'log4j2.properties'}",
+        "-cp", f"{libs}{os.sep}*", *main,
+    ]  # fmt: skip
+
+
+def _format_storage(java: str, libs: Path, settings: Settings, progress: Progress) -> None:
+    """Formats once: a formatted directory keeps its cluster id and data across restarts."""
+    data = _data_dir(settings)
+    if (data / "meta.properties").is_file():
+        return
+    progress(f"formatting {data} (first start of this home)")
+    main = ["kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(_props_path(settings))]
+    try:
+        out = subprocess.run(
+            _java_cmd(java, libs, settings, main, TOOL_OPTS), capture_output=True, text=True, timeout=120,
+            stdin=subprocess.DEVNULL, cwd=settings.broker_dir,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise BrokerError(f"formatting {data} timed out after 120 s") from None
+    if out.returncode != 0:
+        lines = [line.strip() for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit code {out.returncode}"
+        raise BrokerError(f"formatting {data} failed: {reason[:300]}")
+
+
+def _answers(bootstrap: str, timeout: float) -> bool:
+    """True once the broker serves metadata; a bare TCP accept is not enough (the socket is
+    bound early in startup, requests are served only once the broker is unfenced)."""
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            pass
+    except OSError:
+        return False
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="lifecycle-broker-probe",
+            bootstrap_timeout_ms=int(max(timeout, 1.0) * 1000), request_timeout_ms=10_000,
+        )  # fmt: skip
+    except KafkaError:
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except KafkaError:
+        return False
+    finally:
+        admin.close()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], settings: Settings, bootstrap: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    log = _log_path(settings)
+    while True:
+        code = proc.poll()
+        if code is not None:
+            why = _last_meaningful(log)
+            raise BrokerError(f"broker exited during startup (code {code}): {why} (see {log})")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            within = f"within {READY_TIMEOUT:.0f} s"
+            raise BrokerError(f"broker did not answer on {bootstrap} {within} (see {log})")
+        if _answers(bootstrap, min(left, 10.0)):
+            return
+        time.sleep(0.25)
+
+
+def _create_topics(settings: Settings, bootstrap: str, progress: Progress) -> None:
+    """Right after startup the metadata may lag a moment behind, so retry briefly."""
+    from kafka.errors import KafkaError
+
+    target = dataclasses.replace(settings, bootstrap=bootstrap)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            created = ensure_topics(target)
+            break
+        except KafkaError as e:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"broker is up but creating the topics failed: {e}") from None
+            time.sleep(1.0)
+    _wait_listed(target, deadline)
+    if created:
+        progress(f"created topics: {', '.join(created)}")
+
+
+def _wait_listed(settings: Settings, deadline: float) -> None:
+    """Creation is acknowledged a few hundred ms before the broker lists (and serves) a topic;
+    returning only then means a client started next finds the topics."""
+    from kafka.admin import KafkaAdminClient
+
+    wanted = {settings.topic(n) for n in NAMES}
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="lifecycle-broker-probe")
+    try:
+        while not wanted <= set(admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"the broker does not list the new topics (see {_log_path(settings)})")
+            time.sleep(0.1)
+    finally:
+        admin.close()
+
+
+def status(settings: Settings) -> BrokerStatus:
+    """What a user needs to point a client at the broker, or to look at why it stopped."""
+    pid = _running_pid(settings)
+    port = _port_of(settings) if pid else settings.broker_port
+    return BrokerStatus(
+        running=pid is not None,
+        pid=pid,
+        bootstrap=f"127.0.0.1:{port}",
+        log=_log_path(settings),
+        data_dir=_data_dir(settings),
+        version=settings.kafka_version,
+    )
+
+
+def start(settings: Settings, progress: Progress = _quiet) -> BrokerStatus:
+    """Starts the broker detached, waits until it serves requests, creates the project topics.
+
+    Idempotent: when this home's broker already runs, reports it and changes nothing.
+    On any failure after launching, the half-started broker is stopped again so that a retry
+    starts from a clean state (its log stays for reading).
+    """
+    current = status(settings)
+    if current.running:
+        return current
+    java = _java()
+    _check_port(settings.broker_port, "")
+    _check_port(settings.broker_port + 1, " (the controller's, broker port + 1)")
+    libs = ensure_jars(settings, progress)
+
+    broker_dir = settings.broker_dir
+    broker_dir.mkdir(parents=True, exist_ok=True)
+    _pid_path(settings).unlink(missing_ok=True)  # stale: its process is gone
+    _props_path(settings).write_text(_server_properties(settings, settings.kafka_version))
+    (broker_dir / "log4j2.properties").write_text(_LOG4J2)
+    _format_storage(java, libs, settings, progress)
+
+    log = _log_path(settings)
+    if log.exists() and log.stat().st_size:
+        log.replace(log.with_name(log.name + ".1"))  # keep the previous run's log, bounded
+    bootstrap = f"127.0.0.1:{settings.broker_port}"
+    progress(f"starting Kafka {settings.kafka_version} on {bootstrap} ...")
+    main = ["kafka.Kafka", str(_props_path(settings))]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            _java_cmd(java, libs, settings, main, HEAP_OPTS + JVM_OPTS),
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=broker_dir,
+            start_new_session=True,  # own session: outlives the CLI, untouched by its Ctrl-C
+        )  # fmt: skip
+    _children[proc.pid] = proc
+    _pid_path(settings).write_text(f"{proc.pid}\n")
+    try:
+        _wait_ready(proc, settings, bootstrap)
+        _create_topics(settings, bootstrap, progress)
+    except BaseException:
+        stop(settings, timeout=10)
+        raise
+    return status(settings)
+
+
+def stop(settings: Settings, timeout: float = 30) -> bool:
+    """SIGTERM first, so the broker shuts down in a controlled way and its next start needs no
+    log recovery; SIGKILL only when it has not exited within ``timeout`` seconds."""
+    pid = _read_pid(settings)
+    running = pid is not None and _is_ours(settings, pid)
+    if pid is not None and running:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            end = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < end:
+                time.sleep(0.1)
+    if pid is not None:
+        child = _children.pop(pid, None)
+        if child is not None and child.poll() is None:
+            child.wait(timeout=5)
+    _pid_path(settings).unlink(missing_ok=True)
+    return running
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def _describe(st: BrokerStatus) -> str:
+    return f"{st.bootstrap} (Kafka {st.version}, pid {st.pid})"
+
+
+def main_broker(args: list[str]) -> int:
+    """``lifecycle broker start|stop|status``; exit 0 on success, 1 on error, 3 for "not running"."""
+    parser = argparse.ArgumentParser(
+        prog="lifecycle broker",
+        description="A local single-node Apache Kafka (KRaft) for development.",
+    )
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    ns = parser.parse_args(args)
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        settings = Settings.from_env()
+        if ns.action == "start":
+            before = status(settings)
+            if before.running:
+                print(f"broker already running: {_describe(before)}")
+            else:
+                t0 = time.monotonic()
+                st = start(settings, progress)
+                print(f"broker started: {_describe(st)} in {time.monotonic() - t0:.1f} s")
+            print(f"log: {_log_path(settings)}")
+            print(f"data: {_data_dir(settings)}")
+            return 0
+        if ns.action == "stop":
+            pid = _read_pid(settings)
+            t0 = time.monotonic()
+            if stop(settings):
+                print(f"broker stopped (pid {pid}) in {time.monotonic() - t0:.1f} s")
+            else:
+                print("broker was not running")
+            return 0
+        st = status(settings)
+        if st.running:
+            print(f"broker running: {_describe(st)}")
+        else:
+            print(f"broker not running (would listen on {st.bootstrap})")
+        print(f"log: {st.log}")
+        print(f"data: {st.data_dir}")
+        return 0 if st.running else 3
+    except (BrokerError, SettingsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 1

@@ -1,0 +1,141 @@
+"""Settings from the environment (``LIFECYCLE_*``), with defaults for the local broker.
+
+One frozen object is read once per process and handed around, so that a test can build
+its own (``Settings.from_env(env)``) without touching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A ``LIFECYCLE_*`` variable holds a value we cannot use; the message names it."""
+
+
+def _home(env: Mapping[str, str], var: str, xdg: str, fallback: str) -> Path:
+    if env.get(var):
+        return Path(env[var]).expanduser()
+    base = env.get(xdg) or str(Path.home() / fallback)
+    return Path(base).expanduser() / "data-lifecycle"
+
+
+def _int(env: Mapping[str, str], var: str, default: int) -> int:
+    raw = env.get(var)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{var}={raw!r}: not an integer") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    app_id: str = "data-lifecycle"
+    home: Path = field(default_factory=lambda: Path.home() / ".local/share/data-lifecycle")
+    cache: Path = field(default_factory=lambda: Path.home() / ".cache/data-lifecycle")
+    kafka_version: str = "4.1.1"
+    broker_port: int = 9092
+    partitions: int = 4
+    policy_file: Path | None = None
+    web_port: int = 6066
+    worker_url: str = "http://127.0.0.1:6066"
+    api_token: str = ""
+    store: str = "rocksdb://"
+    timer_interval: float = 60.0
+    ingest_retention_ms: int = 24 * 3600 * 1000
+    compaction_lag_ms: int = 60_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        port = _int(env, "LIFECYCLE_BROKER_PORT", 9092)
+        policy = env.get("LIFECYCLE_POLICY")
+        try:
+            interval = float(env.get("LIFECYCLE_TIMER_INTERVAL") or 60.0)
+        except ValueError:
+            raise SettingsError("LIFECYCLE_TIMER_INTERVAL: not a number of seconds") from None
+        return cls(
+            bootstrap=env.get("LIFECYCLE_BOOTSTRAP") or f"127.0.0.1:{port}",
+            topic_prefix=env.get("LIFECYCLE_TOPIC_PREFIX", ""),
+            app_id=env.get("LIFECYCLE_APP_ID") or "data-lifecycle",
+            home=_home(env, "LIFECYCLE_HOME", "XDG_DATA_HOME", ".local/share"),
+            cache=_home(env, "LIFECYCLE_CACHE", "XDG_CACHE_HOME", ".cache"),
+            kafka_version=env.get("LIFECYCLE_KAFKA_VERSION") or "4.1.1",
+            broker_port=port,
+            partitions=_int(env, "LIFECYCLE_PARTITIONS", 4),
+            policy_file=Path(policy).expanduser() if policy else None,
+            web_port=_int(env, "LIFECYCLE_WEB_PORT", 6066),
+            worker_url=env.get("LIFECYCLE_WORKER_URL") or f"http://127.0.0.1:{_int(env, 'LIFECYCLE_WEB_PORT', 6066)}",
+            api_token=env.get("LIFECYCLE_API_TOKEN", ""),
+            store=env.get("LIFECYCLE_STORE") or "rocksdb://",
+            timer_interval=interval,
+            ingest_retention_ms=_int(env, "LIFECYCLE_INGEST_RETENTION_MS", 24 * 3600 * 1000),
+            compaction_lag_ms=_int(env, "LIFECYCLE_COMPACTION_LAG_MS", 60_000),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that rebuild these settings in a child process (a worker, say)."""
+        env = {
+            "LIFECYCLE_BOOTSTRAP": self.bootstrap,
+            "LIFECYCLE_TOPIC_PREFIX": self.topic_prefix,
+            "LIFECYCLE_APP_ID": self.app_id,
+            "LIFECYCLE_HOME": str(self.home),
+            "LIFECYCLE_CACHE": str(self.cache),
+            "LIFECYCLE_KAFKA_VERSION": self.kafka_version,
+            "LIFECYCLE_BROKER_PORT": str(self.broker_port),
+            "LIFECYCLE_PARTITIONS": str(self.partitions),
+            "LIFECYCLE_WEB_PORT": str(self.web_port),
+            "LIFECYCLE_WORKER_URL": self.worker_url,
+            "LIFECYCLE_API_TOKEN": self.api_token,
+            "LIFECYCLE_STORE": self.store,
+            "LIFECYCLE_TIMER_INTERVAL": str(self.timer_interval),
+            "LIFECYCLE_INGEST_RETENTION_MS": str(self.ingest_retention_ms),
+            "LIFECYCLE_COMPACTION_LAG_MS": str(self.compaction_lag_ms),
+        }
+        if self.policy_file is not None:
+            env["LIFECYCLE_POLICY"] = str(self.policy_file)
+        return env
+
+    def topic(self, name: str) -> str:
+        """The full name of one of DESIGN's topics (``events`` → ``lifecycle.events``)."""
+        return f"{self.topic_prefix}lifecycle.{name}"
+
+    def token(self) -> str:
+        """The bearer token of the worker's HTTP views.
+
+        ``LIFECYCLE_API_TOKEN`` when set; otherwise a random token kept in ``$LIFECYCLE_HOME/api-token``
+        (created on first use, readable by its owner only), so that a worker and the CLI of the
+        same user agree without anyone choosing a password, and no view is ever open without one.
+        """
+        if self.api_token:
+            return self.api_token
+        path = self.home / "api-token"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        self.home.mkdir(parents=True, exist_ok=True)
+        fresh = secrets.token_urlsafe(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process won the race: use its token
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(fresh + "\n")
+        return fresh
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def worker_dir(self) -> Path:
+        return self.home / "worker" / self.app_id

@@ -1,0 +1,73 @@
+"""DESIGN's topics and the configs that make their promises true, created through the admin client.
+
+Why each setting:
+- ``events`` is the log of record: kept forever (no time or size limit).
+- ``ingest`` holds plaintext personal data before the guard encrypts it, so it expires quickly.
+- ``ticks`` carries the retention timer's wake-ups into the fold, partitioned like everything
+  else so a tick reaches the worker that owns the subject; it is created with the rest, so a
+  worker never subscribes to a topic that appears only later.
+- ``records``, ``consent`` and ``keys`` are compacted state. A tombstone only erases once the
+  cleaner has rewritten the segment holding the old value, so segments roll every
+  ``compaction_lag_ms`` and ``max.compaction.lag.ms`` forces the cleaner onto them; the
+  tombstone itself is dropped after ``delete.retention.ms`` (long enough for a consumer that
+  is a few minutes behind to still see it).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from streams.settings import Settings
+
+NAMES = ("ingest", "events", "rejected", "records", "consent", "keys", "acks", "ticks")
+
+
+def configs(settings: Settings) -> dict[str, dict[str, str]]:
+    lag = str(settings.compaction_lag_ms)
+    compacted = {
+        "cleanup.policy": "compact",
+        "segment.ms": lag,
+        "max.compaction.lag.ms": lag,
+        "min.compaction.lag.ms": "0",
+        "min.cleanable.dirty.ratio": "0.01",
+        "delete.retention.ms": str(max(settings.compaction_lag_ms, 60_000)),
+    }
+    return {
+        "ingest": {
+            "cleanup.policy": "delete",
+            "retention.ms": str(settings.ingest_retention_ms),
+            "segment.ms": str(min(settings.ingest_retention_ms, 3_600_000)),
+        },
+        "events": {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
+        "rejected": {"cleanup.policy": "delete", "retention.ms": str(90 * 24 * 3600 * 1000)},
+        "records": dict(compacted),
+        "consent": dict(compacted),
+        "keys": dict(compacted),
+        "acks": {"cleanup.policy": "delete", "retention.ms": str(90 * 24 * 3600 * 1000)},
+        # the retention timer's wake-ups for the fold: worthless once folded, so kept an hour
+        "ticks": {"cleanup.policy": "delete", "retention.ms": "3600000", "segment.ms": "600000"},
+    }
+
+
+def ensure_topics(settings: Settings, names: Iterable[str] = NAMES) -> list[str]:
+    """Create whichever of the topics is missing; returns the names created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = configs(settings)
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="lifecycle-admin")
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(settings.topic(n), settings.partitions, 1, topic_configs=wanted[n])
+            for n in names
+            if settings.topic(n) not in existing
+        ]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race; the topic is there, which is all we need
+        return [t.name for t in new]
+    finally:
+        admin.close()

@@ -1,0 +1,203 @@
+"""Shared fixtures: one real Apache Kafka per test session, fresh topic names per test.
+
+Where the broker comes from, first that applies:
+
+1. ``LIFECYCLE_TEST_BOOTSTRAP=host:port`` — a broker you already run;
+2. a Docker engine that answers — an ``apache/kafka`` container (KRaft);
+3. otherwise our own local broker (``streams.broker``) on a free port pair, with its data in a
+   temporary home and the jars from the user cache (fetched once with mvn).
+
+The fixture never skips: a machine with Java and Maven can always run the integration tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import socket
+import sys
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from streams.settings import Settings
+from streams.topics import NAMES, ensure_topics
+
+KAFKA_IMAGE = "apache/kafka:4.1.1"
+
+
+def _free_port_pair() -> int:
+    """A port p with p + 1 free as well: the local broker puts its controller on the next port."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port >= 65535:
+            continue
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free pair of adjacent ports on 127.0.0.1")
+
+
+def _docker_answers() -> bool:
+    """A quick ``/_ping``; done by hand on a unix socket because the Docker SDK leaks its socket
+    when no engine listens (a ResourceWarning, an error under ``-W error``)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://"):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(3)
+                s.connect(host[len("unix://") :])
+                s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                return s.recv(64).split(b" ")[1:2] == [b"200"]
+        except (OSError, IndexError):
+            return False
+    with warnings.catch_warnings():  # tcp:// or ssh://: let the SDK speak the protocol
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            import docker
+
+            client = docker.from_env(timeout=3)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:
+            return False
+        finally:
+            gc.collect()  # any leaked socket is finalized here, where its warning is ignored
+
+
+def _faust_env_names() -> set[str]:
+    from faust.types.settings.settings import Settings as FaustSettings
+
+    return {p.env_name for p in FaustSettings.SETTINGS.values() if p.env_name}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_faust_env() -> Iterator[None]:
+    """faust reads BROKER_URL, APP_DATADIR, ... (and FAUST_*/F_*) from the environment, which
+    would silently point a test's app at someone's real cluster or data directory."""
+    names = _faust_env_names()
+    mp = pytest.MonkeyPatch()
+    for name in list(os.environ):
+        if name in names or name.startswith(("FAUST_", "F_")):
+            mp.delenv(name)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``host:port`` of a real broker shared by the whole session."""
+    given = os.environ.get("LIFECYCLE_TEST_BOOTSTRAP")
+    if given:
+        yield given
+        return
+
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+
+    def progress(line: str) -> None:  # a cold jar fetch takes a while: say why the run waits
+        if reporter is not None:
+            reporter.write_line(f"[kafka] {line}")
+        else:
+            print(f"[kafka] {line}", file=sys.stderr)
+
+    if _docker_answers():
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.docker_client import DockerClient
+        from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+        # Same host and container port, so the advertised listener is known before start.
+        port = _free_port_pair()
+        host = DockerClient().host()
+        container = (
+            DockerContainer(KAFKA_IMAGE)
+            .with_bind_ports(port, port)
+            .with_envs(
+                KAFKA_NODE_ID="1",
+                KAFKA_PROCESS_ROLES="broker,controller",
+                KAFKA_LISTENERS=f"PLAINTEXT://:{port},CONTROLLER://:29093",
+                KAFKA_ADVERTISED_LISTENERS=f"PLAINTEXT://{host}:{port}",
+                KAFKA_CONTROLLER_LISTENER_NAMES="CONTROLLER",
+                KAFKA_CONTROLLER_QUORUM_VOTERS="1@localhost:29093",
+                KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                KAFKA_INTER_BROKER_LISTENER_NAME="PLAINTEXT",
+                KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR="1",
+                KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR="1",
+                KAFKA_TRANSACTION_STATE_LOG_MIN_ISR="1",
+                KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR="1",
+                KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR="1",
+                KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
+                KAFKA_LOG_CLEANER_BACKOFF_MS="5000",
+            )
+            .waiting_for(LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(180))
+        )
+        progress(f"starting {KAFKA_IMAGE} in Docker on {host}:{port}")
+        with container:
+            yield f"{host}:{port}"
+        return
+
+    from streams import broker
+
+    port = _free_port_pair()
+    shared = ("LIFECYCLE_CACHE", "XDG_CACHE_HOME", "LIFECYCLE_KAFKA_VERSION")  # the user's jar cache
+    base = Settings.from_env({k: v for k, v in os.environ.items() if k in shared})
+    settings = dataclasses.replace(
+        base,
+        home=tmp_path_factory.mktemp("kafka-home"),
+        broker_port=port,
+        bootstrap=f"127.0.0.1:{port}",
+    )
+    status = broker.start(settings, progress)
+    try:
+        yield status.bootstrap
+    finally:
+        broker.stop(settings)
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Isolation by unique names, not cleanup: each test gets its own topics and consumer group."""
+    tag = uuid.uuid4().hex[:8]
+    web = _free_port_pair()  # a worker's web server per test, so a straggler cannot take the port
+    s = Settings(
+        web_port=web,
+        worker_url=f"http://127.0.0.1:{web}",
+        bootstrap=kafka_bootstrap,
+        topic_prefix=f"t{tag}.",
+        app_id=f"test-{tag}",
+        home=tmp_path / "home",
+        partitions=4,
+    )
+    ensure_topics(s)
+    _wait_listed(s)
+    return s
+
+
+def _wait_listed(s: Settings, timeout: float = 30.0) -> None:
+    """Creation is acknowledged a few hundred ms before the broker lists (and serves) a topic."""
+    from kafka.admin import KafkaAdminClient
+
+    wanted = {s.topic(n) for n in NAMES}
+    admin = KafkaAdminClient(bootstrap_servers=s.bootstrap)
+    try:
+        deadline = time.monotonic() + timeout
+        while not wanted <= set(admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics not listed within {timeout:.0f} s: {sorted(wanted)}")
+            time.sleep(0.1)
+    finally:
+        admin.close()
