@@ -1,0 +1,89 @@
+"""Reading DESIGN's topics as a downstream consumer sees them: every record, end to end.
+
+Used by the CLI (``consent``, ``demo``) and the tests. It assigns partitions itself (no
+consumer group, nothing committed), so reading never disturbs a real consumer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from streams.codec import CodecError, decode
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class Entry:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+
+    @property
+    def tombstone(self) -> bool:
+        return self.value is None
+
+    def decoded(self) -> dict | None:
+        if self.value is None:
+            return None
+        return decode(self.value, topic="", partition=self.partition, offset=self.offset)
+
+
+def read_topic(settings: Settings, name: str, timeout_s: float = 10.0) -> list[Entry]:
+    """Everything in ``lifecycle.<name>`` up to its end offsets at the time of the call."""
+    return read_entries(settings.bootstrap, settings.topic(name), timeout_s)
+
+
+def read_entries(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Entry]:
+    """Everything in one topic (any topic, by its full name) up to its current end offsets."""
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="lifecycle-reader",
+    )
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: list[Entry] = []
+        remaining = {tp for tp in tps if end[tp] > consumer.position(tp)}
+        deadline = time.monotonic() + timeout_s
+        while remaining and time.monotonic() < deadline:
+            for tp, msgs in consumer.poll(timeout_ms=500).items():
+                for m in msgs:
+                    if m.offset < end[tp]:
+                        out.append(Entry(m.partition, m.offset, m.key, m.value, m.timestamp))
+            remaining = {tp for tp in remaining if consumer.position(tp) < end[tp]}
+        return out
+    finally:
+        consumer.close()
+
+
+def latest_by_key(entries: list[Entry]) -> dict[bytes, Entry]:
+    """What a compacted topic converges to: the last entry per key (tombstones included)."""
+    last: dict[bytes, Entry] = {}
+    for e in entries:
+        if e.key is not None:
+            last[e.key] = e
+    return last
+
+
+def decoded_events(entries: list[Entry]) -> Iterator[dict]:
+    for e in entries:
+        try:
+            value = e.decoded()
+        except CodecError:
+            continue
+        if value is not None:
+            yield value

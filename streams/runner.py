@@ -1,0 +1,99 @@
+"""Worker processes started by the demo, the benchmark and the tests: real processes, real broker.
+
+A worker is "caught up" when its consumer group has committed the end offset of every input
+topic and nothing moved between two looks: the only honest signal that Kafka gives us that
+everything published so far has been folded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from streams.settings import Settings
+
+INPUTS = ("ingest", "events", "acks", "ticks")
+
+
+def spawn_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
+    env.update(settings.to_env())
+    env.update(extra_env or {})
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM (faust flushes, commits and leaves the group), SIGKILL if it will not go."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def lag(settings: Settings) -> int | None:
+    """Messages of the input topics not yet committed by the worker's group (None: no group yet)."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag")
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag")
+    try:
+        try:
+            committed = group_offsets(admin, settings.app_id)
+        except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            return None  # the offsets topic is still being created: no group can exist yet
+        tps = []
+        for name in INPUTS:
+            topic = settings.topic(name)
+            for p in consumer.partitions_for_topic(topic) or ():
+                tps.append(TopicPartition(topic, p))
+        ends = consumer.end_offsets(tps)
+        if not committed and any(ends.values()):
+            return None
+        total = 0
+        for tp, end in ends.items():
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else 0
+            total += max(0, end - done)
+        return total
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def group_offsets(admin: Any, group: str) -> dict[Any, Any]:
+    """A group's committed offsets; kafka-python 3.0.12 renamed the call and widened it to many groups."""
+    if hasattr(admin, "list_group_offsets"):
+        return admin.list_group_offsets({group: None}).get(group, {})
+    return admin.list_consumer_group_offsets(group)
+
+
+def wait_caught_up(settings: Settings, timeout: float = 90.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    zero_seen = 0
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"worker exited with status {proc.returncode}")
+        current = lag(settings)
+        zero_seen = zero_seen + 1 if current == 0 else 0
+        if zero_seen >= 2:
+            return
+        time.sleep(1.0)
+    raise TimeoutError(f"worker did not catch up within {timeout:.0f} s (lag {lag(settings)})")

@@ -1,0 +1,113 @@
+"""Read-only views for people: a subject's consent snapshot and export, as JSON.
+
+Both come from the worker that owns the subject (its HTTP views, behind the bearer token in
+``LIFECYCLE_API_TOKEN``). When no worker answers, ``consent`` falls back to the compacted
+``lifecycle.consent`` topic, which holds the same snapshot; the export needs the worker's state.
+Dates are printed as ISO-8601 UTC; the wire carries epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from typing import IO, Any
+
+import orjson
+
+from streams.downstream import latest_by_key, read_topic
+from streams.settings import Settings
+
+
+class WorkerUnreachable(Exception):
+    pass
+
+
+class NotFound(Exception):
+    pass
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+TIME_KEYS = frozenset({"at", "updated_at", "collected_at", "retention_deadline", "deadline", "received_at",
+                       "verified_at", "fulfilled_at", "erased_at", "occurred_at", "started_at", "ended_at",
+                       "placed_at", "released_at", "extended_at", "expired_at"})
+
+
+def humane(value: Any, key: str = "") -> Any:
+    """Epoch milliseconds under a time key become ISO-8601 UTC, everywhere in a document."""
+    if isinstance(value, dict):
+        return {k: humane(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [humane(v, key) for v in value]
+    if key in TIME_KEYS and isinstance(value, int) and not isinstance(value, bool):
+        return iso(value)
+    return value
+
+
+def fetch_view(settings: Settings, subject: str, view: str) -> dict[str, Any]:
+    url = f"{settings.worker_url.rstrip('/')}/subjects/{urllib.request.quote(subject, safe='')}/{view}"
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {settings.token()}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - our own worker's URL
+            return orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise NotFound(subject) from None
+        if exc.code == 401:
+            raise PermissionError("the worker refused the token: set LIFECYCLE_API_TOKEN to the worker's") from None
+        raise WorkerUnreachable(f"the worker answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise WorkerUnreachable(f"no worker answers at {settings.worker_url}") from exc
+
+
+def consent_from_topic(settings: Settings, subject: str) -> dict[str, Any] | None:
+    entry = latest_by_key(read_topic(settings, "consent")).get(subject.encode())
+    if entry is None:
+        raise NotFound(subject)
+    return entry.decoded()
+
+
+def _print(doc: dict[str, Any], out: IO[str]) -> None:
+    out.write(orjson.dumps(humane(doc), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
+
+
+def main_consent(subject: str, settings: Settings, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+    try:
+        try:
+            doc = fetch_view(settings, subject, "consent")
+        except WorkerUnreachable as exc:
+            print(f"note: {exc}; reading {settings.topic('consent')} instead", file=err)
+            doc = consent_from_topic(settings, subject)
+            if doc is None:
+                print(f"error: no consent state for subject {subject!r}: erased", file=err)
+                return 1
+    except NotFound:
+        print(f"error: no consent state for subject {subject!r}: never seen by the pipeline, or erased", file=err)
+        return 1
+    except PermissionError as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
+        print(f"error: cannot read the consent state at {settings.bootstrap}: {type(exc).__name__}", file=err)
+        return 2
+    _print(doc, out)
+    return 0
+
+
+def main_export(subject: str, settings: Settings, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+    try:
+        doc = fetch_view(settings, subject, "export")
+    except NotFound:
+        print(f"error: nothing held about subject {subject!r}", file=err)
+        return 1
+    except (WorkerUnreachable, PermissionError) as exc:
+        print(f"error: {exc} (the export is served by a running `lifecycle worker`)", file=err)
+        return 2
+    _print(doc, out)
+    return 0
