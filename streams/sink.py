@@ -1,0 +1,519 @@
+"""The downstream library: keep a copy of ``lifecycle.records`` and ``lifecycle.consent`` in a
+store you own, honour every tombstone, and acknowledge each deletion on ``lifecycle.acks``.
+
+Run it against a SQLite file::
+
+    lifecycle sink sqlite ./crm-copy.db --name crm              # follow until SIGTERM / Ctrl-C
+    lifecycle sink sqlite ./crm-copy.db --name crm --until-idle # catch up, then exit
+
+or from Python, with any store that implements :class:`Sink`::
+
+    from streams.settings import Settings
+    from streams.sink import SqliteSink, run_sink
+
+    with SqliteSink("crm-copy.db") as sink:
+        report = run_sink(Settings.from_env(), sink, "crm", until_idle=True)
+
+Delivery guarantees, and where each comes from:
+
+- **The sink's offsets are the truth.** ``Sink.commit`` stores the next offset of every
+  partition in the same transaction as the rows, so a crash before it loses nothing (the batch
+  is read again) and a crash after it applies nothing twice (reading resumes past it). On start
+  the consumer seeks to the sink's offsets, or to the earliest offset for a partition it never
+  saw.
+- **An ack is sent only once its deletion is durable**: after ``Sink.commit``, never before.
+- **Kafka's committed offsets are the ack watermark.** They are committed only after the
+  batch's acks are flushed, so on start every tombstone between Kafka's committed offset and
+  the sink's offset was deleted but perhaps never acknowledged (a crash between the two
+  commits). Those tombstones are read again and acknowledged without touching the sink. The
+  ack's ``event_id`` is derived from the tombstone's topic, partition and offset, so an ack
+  re-sent after a crash is a duplicate the pipeline ignores. The same offsets make the
+  consumer group's lag visible to any Kafka monitoring.
+
+  The one gap: a tombstone is kept only ``delete.retention.ms`` after compaction, so a sink
+  that crashed in that window and stays down longer than that cannot re-send its ack. The
+  pipeline then reports the erasure as still waiting on this consumer, which is the honest
+  answer.
+
+Nothing here logs a message's key or value: both may be personal data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
+
+from streams.codec import CodecError, decode, encode
+from streams.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+log = logging.getLogger(__name__)
+
+Offsets = dict[tuple[str, int], int]
+"""``(topic, partition)`` → the next offset to read, as Kafka counts it."""
+
+KINDS = {"records": "Record", "consent": "ConsentSnapshot"}
+"""Which topic carries which record type; the topic's short name is the sink's ``kind``."""
+
+POLL_MS = 500
+BATCH_MAX = 500
+
+
+class SinkError(RuntimeError):
+    """The sink cannot start (a topic is missing, say); the message says what to do."""
+
+
+class Sink(Protocol):
+    """A store that keeps a downstream copy. Every method runs on the consumer's thread.
+
+    ``upsert`` and ``delete`` of one batch, then ``commit``, must form one transaction: the
+    offsets become visible with the rows or not at all. ``kind`` is ``"records"`` (key
+    ``subject_id/record_id``) or ``"consent"`` (key ``subject_id``); ``value`` is the decoded
+    Avro record without its ``"type"``.
+    """
+
+    def upsert(self, kind: str, key: str, value: dict[str, Any]) -> None: ...
+
+    def delete(self, kind: str, key: str) -> None: ...
+
+    def commit(self, offsets: Offsets) -> None: ...
+
+    def offsets(self) -> Offsets: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    key TEXT PRIMARY KEY,
+    subject_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    value JSON NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_by_subject ON records (subject_id);
+CREATE TABLE IF NOT EXISTS consent (
+    subject_id TEXT PRIMARY KEY,
+    value JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS offsets (
+    topic TEXT NOT NULL,
+    "partition" INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, "partition")
+);
+"""
+
+
+class SqliteSink:
+    """A :class:`Sink` in one SQLite file.
+
+    WAL so that readers (the application using the copy) never block the consumer, and
+    ``synchronous=FULL`` so that a committed deletion survives a power cut as well as a crash.
+    The connection runs in autocommit mode and the transaction is opened by the first write of
+    a batch, so nothing before ``commit`` is ever visible or durable. It is used by one thread
+    at a time (the consumer's), which need not be the thread that opened it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise SinkError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _begin(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+
+    def upsert(self, kind: str, key: str, value: dict[str, Any]) -> None:
+        self._begin()
+        doc = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        if kind == "records":
+            self._db.execute(
+                "INSERT INTO records (key, subject_id, record_id, value) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET subject_id = excluded.subject_id, "
+                "record_id = excluded.record_id, value = excluded.value",
+                (key, value["subject_id"], value["record_id"], doc),
+            )
+        elif kind == "consent":
+            self._db.execute(
+                "INSERT INTO consent (subject_id, value) VALUES (?, ?) "
+                "ON CONFLICT (subject_id) DO UPDATE SET value = excluded.value",
+                (key, doc),
+            )
+        else:
+            raise ValueError(f"unknown kind {kind!r}: expected 'records' or 'consent'")
+
+    def delete(self, kind: str, key: str) -> None:
+        self._begin()
+        if kind == "records":
+            self._db.execute("DELETE FROM records WHERE key = ?", (key,))
+        elif kind == "consent":
+            self._db.execute("DELETE FROM consent WHERE subject_id = ?", (key,))
+        else:
+            raise ValueError(f"unknown kind {kind!r}: expected 'records' or 'consent'")
+
+    def commit(self, offsets: Offsets) -> None:
+        self._begin()
+        self._db.executemany(
+            'INSERT INTO offsets (topic, "partition", next_offset) VALUES (?, ?, ?) '
+            'ON CONFLICT (topic, "partition") DO UPDATE SET next_offset = excluded.next_offset',
+            [(topic, partition, offset) for (topic, partition), offset in offsets.items()],
+        )
+        self._db.execute("COMMIT")
+
+    def offsets(self) -> Offsets:
+        rows = self._db.execute('SELECT topic, "partition", next_offset FROM offsets')
+        return {(topic, partition): offset for topic, partition, offset in rows}
+
+    def rollback(self) -> None:
+        """Drop a batch that was not committed; what a crash does, done on purpose."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.rollback()
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass
+class SinkReport:
+    """What one run did. ``acks_sent`` counts every ack sent, ``acks_resent`` those among them
+    for deletions an earlier run applied but may not have acknowledged."""
+
+    upserts: int = 0
+    deletes: int = 0
+    acks_sent: int = 0
+    acks_resent: int = 0
+    skipped: int = 0
+
+    def summary(self, name: str) -> str:
+        line = f"sink {name}: {self.upserts} upserts, {self.deletes} deletes, {self.acks_sent} acks sent"
+        if self.acks_resent:
+            line += f" ({self.acks_resent} re-sent)"
+        if self.skipped:
+            line += f", {self.skipped} messages skipped (see the log)"
+        return line
+
+
+@dataclass(frozen=True)
+class _Ack:
+    topic: str
+    partition: int
+    offset: int
+    kind: str
+    key: str
+    request_id: str
+
+
+def _ack_event(ack: _Ack, name: str, now_ms: int) -> dict[str, Any]:
+    # Record keys are written as f"{subject_id}/{record_id}" by the fold; ids are opaque tokens,
+    # so the first "/" is the separator as long as a subject_id holds none.
+    if ack.kind == "records":
+        subject_id, _, record_id = ack.key.partition("/")
+    else:
+        subject_id, record_id = ack.key, ""
+    return {
+        "type": "ErasureAcknowledged",
+        "event_id": f"ack/{name}/{ack.topic}/{ack.partition}/{ack.offset}",
+        "subject_id": subject_id,
+        "occurred_at": now_ms,
+        "source": name,
+        "consumer": name,
+        "request_id": ack.request_id,
+        "record_id": record_id,
+    }
+
+
+def _request_id(headers: list[tuple[str, bytes | None]] | None) -> str:
+    for header, raw in headers or ():
+        if header == "request_id" and raw is not None:
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return ""
+    return ""
+
+
+def _partitions(consumer: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:
+    from kafka import TopicPartition
+
+    tps: list[TopicPartition] = []
+    for topic in topics:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            raise SinkError(f"topic {topic} does not exist; start the pipeline (lifecycle worker) first")
+        tps.extend(TopicPartition(topic, p) for p in sorted(parts))
+    return tps
+
+
+def run_sink(
+    settings: Settings,
+    sink: Sink,
+    name: str,
+    *,
+    until_idle: bool = False,
+    stop: threading.Event | None = None,
+) -> SinkReport:
+    """Apply ``lifecycle.records`` and ``lifecycle.consent`` to ``sink`` and acknowledge every
+    tombstone as consumer ``name``, until ``stop`` is set (or, with ``until_idle``, until caught up).
+
+    Partitions are assigned by hand, not through a group subscription: the sink, not Kafka,
+    owns the position, and one store is written by one process, so a rebalance could only ever
+    hand a partition to a process whose store does not hold it. The group id
+    ``{app_id}-sink-{name}`` is still used to commit offsets, which is where the ack watermark
+    and lag monitoring live. Run one process per name; a second name is a second copy.
+    """
+    # Imported here so that importing this module (for SqliteSink, say) needs no Kafka client.
+    from kafka import KafkaConsumer, KafkaProducer
+
+    stop = stop or threading.Event()
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap.split(","),
+        group_id=f"{settings.app_id}-sink-{name}",
+        client_id=f"lifecycle-sink-{name}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",  # a stored offset the log no longer has: start over
+        isolation_level="read_committed",  # a write the pipeline aborted was never true
+        max_poll_records=BATCH_MAX,
+    )
+    producer: KafkaProducer | None = None
+    try:
+        kind_of = {settings.topic(kind): kind for kind in KINDS}
+        tps = _partitions(consumer, list(kind_of))
+        consumer.assign(tps)
+        applied_to = _seek(consumer, tps, sink.offsets())
+        producer = KafkaProducer(
+            bootstrap_servers=settings.bootstrap.split(","),
+            client_id=f"lifecycle-sink-{name}",
+            acks="all",
+            linger_ms=5,
+        )
+        run = _Run(sink, name, settings.topic("acks"), kind_of, applied_to, consumer, producer)
+        while not stop.is_set():
+            batch = consumer.poll(timeout_ms=POLL_MS)
+            if batch:
+                run.apply(batch)
+            elif until_idle and _caught_up(consumer, tps):
+                break
+        return run.report
+    finally:
+        if producer is not None:
+            producer.close()
+        consumer.close(autocommit=False)
+
+
+def _seek(consumer: KafkaConsumer, tps: list[TopicPartition], stored: Offsets) -> dict[TopicPartition, int]:
+    """Position each partition; returns where the sink's applied data ends, per partition.
+
+    A partition the sink never saw starts at the earliest offset. One it saw starts at the
+    sink's offset, unless Kafka's committed offset (moved only after acks are flushed) lags
+    behind it: then reading starts there, to re-send the acks a crash may have swallowed.
+    """
+    applied_to: dict[TopicPartition, int] = {}
+    for tp in tps:
+        if (tp.topic, tp.partition) not in stored:
+            consumer.seek_to_beginning(tp)
+            continue
+        applied_to[tp] = stored[(tp.topic, tp.partition)]
+        acked = consumer.committed(tp)
+        if acked is None:  # never committed, or expired: the acks may all be missing
+            consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, min(acked, applied_to[tp]))
+    return applied_to
+
+
+def _caught_up(consumer: KafkaConsumer, tps: list[TopicPartition]) -> bool:
+    end = consumer.end_offsets(tps)
+    return all(consumer.position(tp) >= end[tp] for tp in tps)
+
+
+@dataclass
+class _Run:
+    sink: Sink
+    name: str
+    acks_topic: str
+    kind_of: dict[str, str]
+    applied_to: dict[TopicPartition, int]
+    consumer: KafkaConsumer
+    producer: KafkaProducer
+    report: SinkReport = field(default_factory=SinkReport)
+
+    def apply(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """One batch, in the order that makes a crash at any line safe: the sink's
+        transaction, then the acks, then Kafka's offsets."""
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        sink_offsets: Offsets = {}
+        kafka_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        acks: list[_Ack] = []
+        done = SinkReport()
+        for tp, messages in batch.items():
+            kind = self.kind_of[tp.topic]
+            floor = self.applied_to.get(tp, -1)
+            for m in messages:
+                if m.offset < floor:  # already in the sink; only its ack may be missing
+                    if m.value is None and (key := _key(m)) is not None:
+                        acks.append(_Ack(tp.topic, tp.partition, m.offset, kind, key, _request_id(m.headers)))
+                        done.acks_resent += 1
+                    continue
+                key = _key(m)
+                if key is None:
+                    done.skipped += 1
+                elif m.value is None:
+                    self.sink.delete(kind, key)
+                    done.deletes += 1
+                    acks.append(_Ack(tp.topic, tp.partition, m.offset, kind, key, _request_id(m.headers)))
+                elif (value := _value(m, kind)) is None:
+                    done.skipped += 1
+                else:
+                    self.sink.upsert(kind, key, value)
+                    done.upserts += 1
+            after = messages[-1].offset + 1
+            kafka_offsets[tp] = OffsetAndMetadata(after, "", -1)
+            if after > floor:
+                sink_offsets[(tp.topic, tp.partition)] = after
+        if sink_offsets:
+            self.sink.commit(sink_offsets)
+            for (topic, partition), after in sink_offsets.items():
+                self.applied_to[TopicPartition(topic, partition)] = after
+        self.report.upserts += done.upserts
+        self.report.deletes += done.deletes
+        self.report.skipped += done.skipped
+        if acks:
+            self._send(acks)
+            self.report.acks_sent += len(acks)
+            self.report.acks_resent += done.acks_resent
+        self.consumer.commit(kafka_offsets)
+
+    def _send(self, acks: list[_Ack]) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        futures = []
+        for ack in acks:
+            event = _ack_event(ack, self.name, now_ms)
+            value = encode(event)
+            futures.append(self.producer.send(self.acks_topic, key=event["subject_id"].encode(), value=value))
+        self.producer.flush()
+        for fut in futures:
+            fut.get(timeout=30)  # a lost ack must stop us before Kafka's offsets move past it
+
+
+def _key(m: Any) -> str | None:
+    if m.key is None:
+        log.warning("skipped %s[%d]@%d: no key", m.topic, m.partition, m.offset)
+        return None
+    try:
+        return bytes(m.key).decode("utf-8")
+    except UnicodeDecodeError:
+        log.warning("skipped %s[%d]@%d: key is not UTF-8", m.topic, m.partition, m.offset)
+        return None
+
+
+def _value(m: Any, kind: str) -> dict[str, Any] | None:
+    try:
+        event = decode(m.value, topic=m.topic, partition=m.partition, offset=m.offset)
+    except CodecError as exc:
+        log.warning("skipped %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc.reason)
+        return None
+    assert event is not None  # m.value is not None here
+    found = event.pop("type")
+    if found != KINDS[kind]:
+        log.warning("skipped %s[%d]@%d: a %s where a %s belongs", m.topic, m.partition, m.offset, found, KINDS[kind])
+        return None
+    return event
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line on stderr, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(
+        prog="lifecycle sink",
+        description="Keep a copy of lifecycle.records and lifecycle.consent, honour tombstones, acknowledge them.",
+    )
+    p.add_argument("backend", choices=["sqlite"], help="where the copy lives")
+    p.add_argument("path", help="the SQLite file (created if missing)")
+    p.add_argument("--name", required=True, help="this consumer's name as registered in the policy")
+    p.add_argument("--until-idle", action="store_true", help="exit once caught up instead of following")
+    return p
+
+
+def main_sink(argv: list[str]) -> int:
+    """``lifecycle sink sqlite PATH --name NAME [--until-idle]``: ``argv`` is what follows ``sink``."""
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as exc:
+        print(f"lifecycle sink: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help: argparse printed it and wants out
+        return exc.code if isinstance(exc.code, int) else 0
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from kafka.errors import KafkaError
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()  # finish the batch in hand, then leave with everything committed
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        with SqliteSink(args.path) as sink:
+            report = run_sink(settings, sink, args.name, until_idle=args.until_idle, stop=stop)
+    except SinkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"error: {args.path}: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:
+        print(f"error: Kafka at {settings.bootstrap}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(report.summary(args.name))
+    return 0
+
+
+__all__ = ["KINDS", "Offsets", "Sink", "SinkError", "SinkReport", "SqliteSink", "main_sink", "run_sink"]
