@@ -1,0 +1,27 @@
+# One entry point for every task; `make help` lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help demo test install clean
+
+help:  ## list the tasks
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the package with its test extras
+
+demo: $(STAMP)  ## run the whole pipeline once on the sample history
+	$(BIN)/lifecycle demo
+
+test: $(STAMP)  ## the whole test suite, integration tests on a real local Kafka included
+	$(BIN)/pytest
+
+clean:  ## remove the virtualenv and caches (not the broker's data or the jar cache)
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
