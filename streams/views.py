@@ -39,13 +39,18 @@ TIME_KEYS = frozenset({"at", "updated_at", "collected_at", "retention_deadline",
                        "placed_at", "released_at", "extended_at", "expired_at"})
 
 
+def _is_time_key(key: str) -> bool:
+    # by name, so a time field added to the state later is never printed as a bare number
+    return key in TIME_KEYS or key.endswith(("_at", "deadline"))
+
+
 def humane(value: Any, key: str = "") -> Any:
     """Epoch milliseconds under a time key become ISO-8601 UTC, everywhere in a document."""
     if isinstance(value, dict):
         return {k: humane(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [humane(v, key) for v in value]
-    if key in TIME_KEYS and isinstance(value, int) and not isinstance(value, bool):
+    if _is_time_key(key) and isinstance(value, int) and not isinstance(value, bool):
         return iso(value)
     return value
 
