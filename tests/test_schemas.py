@@ -38,7 +38,7 @@ PINNED_FINGERPRINTS = {
     "DeadlineMissed": "b739c2f9ccc34343",
     "ErasureAcknowledged": "834a30cfd1b7fd76",
     "ErasureCompleted": "983a18bee107054b",
-    "ErasureExecuted": "a1fccdecd8447832",
+    "ErasureExecuted": "08087e80d2e32fc2",
     "ErasureRequested": "52a2c9127774b575",
     "IdentityVerified": "c422c9d3c8e04fa7",
     "LegalHoldPlaced": "37aef8059e05d79f",
@@ -51,13 +51,13 @@ PINNED_FINGERPRINTS = {
     "Rejection": "4f8de1567182d78c",
     "RelationshipEnded": "9f6c53ebb20e8fff",
     "RelationshipStarted": "7f5ac9a8e8f2bcde",
-    "RequestFulfilled": "ba2fe9774d1c81fc",
-    "RequestRejected": "3ad2f6ebcfe16cd8",
+    "RequestFulfilled": "4b12609567333fca",
+    "RequestRejected": "e6462798fc5053d9",
     "RestrictionRequested": "0f23d133859d5d87",
-    "RetentionExpired": "9afb8571a2035da4",
+    "RetentionExpired": "e3a3d4ec324711d6",
     "StoppedPurpose": "4aa0a1d2d0af006a",
     "Unsubscribed": "acc2f3a377dd5a13",
-    "WrappedKey": "c1429cc5de77f49d",
+    "WrappedKey": "8beae0dfbef47bb2",
 }
 
 COMMON = ["event_id", "subject_id", "occurred_at", "source"]
@@ -127,7 +127,7 @@ def test_every_record_type_is_present_and_in_exactly_one_group() -> None:
 
 
 def test_one_file_per_record_named_after_it_in_the_lifecycle_namespace() -> None:
-    files = sorted(p.stem for p in SCHEMA_DIR.glob("*.avsc"))
+    files = sorted(p.stem for p in SCHEMA_DIR.glob("*.avsc") if ".v" not in p.stem)
     assert files == sorted(BY_NAME)
     for name in files:
         raw = json.loads((SCHEMA_DIR / f"{name}.avsc").read_text(encoding="utf-8"))
