@@ -41,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
+from processors.envelope import keys_of
 from processors.policy import DAY_MS, Policy, add_months, month_table
 
 SOURCE = "lifecycle"
@@ -172,6 +173,7 @@ def new_state(subject_id: str) -> dict:
         "holds": {},  # hold_id -> {at, reason, event_id}
         "requests": {},  # request_id -> request state (see _on_request)
         "verifications": {},  # request_id -> {at, method, event_id}
+        "keys": {},  # data key id -> 1: keys of this subject's events not destroyed yet
     }
 
 
@@ -200,7 +202,7 @@ def _reject(
         f"{cause}/RequestRejected/{disc}",
         at,
         cause,
-        {"request_id": request_id, "record_id": record_id, "reason": reason},
+        {"request_id": request_id, "record_id": record_id, "reason": reason, "keys_destroyed": _shred(state)},
     )
 
 
@@ -208,6 +210,28 @@ def _tombstone(state: dict, record_id: str) -> RecordChange:
     del state["records"][record_id]
     state["retained"].pop(record_id, None)
     return _rc(state["subject_id"], record_id, None)
+
+
+def _shred(state: dict) -> list[str]:
+    """Destroy every data key of the subject that no live data needs any more.
+
+    Live data is the records held (retained ones included) and the fields of rectifications
+    not yet applied. Called by each decision that removes data, so a key goes exactly when
+    the last thing it could decrypt is gone, and the decision says which keys went.
+    """
+    keys = state.get("keys")
+    if not keys:
+        return []
+    live: set[str] = set()
+    for rec in state["records"].values():
+        live |= keys_of(rec["fields"])
+    for req in state["requests"].values():
+        if "fields" in req:
+            live |= keys_of(req["fields"])
+    gone = sorted(k for k in keys if k not in live)
+    for k in gone:
+        del keys[k]
+    return gone
 
 
 def _replace(state: dict, rec: dict, at: int, cause: str, **changes: Any) -> RecordChange:
@@ -282,7 +306,7 @@ def _refresh_deadlines(state: dict, at: int, cause: str, policy: Policy) -> list
 def _expire(state: dict, rec: dict, at: int, cause: str, reason: str, out: list[Output]) -> None:
     rid = rec["record_id"]
     deadline = rec["retention_deadline"]
-    if cause == TIMER:
+    if cause.startswith(TIMER):
         eid = f"{state['subject_id']}/{TIMER}/RetentionExpired/{rid}/{deadline}"
     else:
         eid = f"{cause}/RetentionExpired/{rid}"
@@ -294,7 +318,12 @@ def _expire(state: dict, rec: dict, at: int, cause: str, reason: str, out: list[
             eid,
             at,
             cause,
-            {"record_id": rid, "deadline": deadline if deadline is not None else at, "reason": reason},
+            {
+                "record_id": rid,
+                "deadline": deadline if deadline is not None else at,
+                "reason": reason,
+                "keys_destroyed": _shred(state),
+            },
         )
     )
 
@@ -335,6 +364,9 @@ def _on_collected(state: dict, ev: dict, policy: Policy) -> list[Output]:
             reason = "no_consent"
     rid = ev["record_id"]
     at = ev["occurred_at"]
+    fields = ev["fields"]
+    if fields and next(iter(fields.values())).startswith("enc1:"):  # sealed by the guard: track its key
+        state["keys"].update(dict.fromkeys(keys_of(fields), 1))
     if reason is not None:
         return [_reject(state, ev["event_id"], rid, at, reason, record_id=rid)]
 
@@ -345,7 +377,7 @@ def _on_collected(state: dict, ev: dict, policy: Policy) -> list[Output]:
         "category": category,
         "purpose": purpose,
         "legal_basis": basis,
-        "fields": ev["fields"],  # kept, not copied: events are immutable once applied
+        "fields": fields,  # kept, not copied: events are immutable once applied
         "collected_at": at,
         "retention_deadline": None,
         "restricted": False,
@@ -577,9 +609,11 @@ def _on_request(state: dict, ev: dict, policy: Policy) -> list[Output]:
     at = ev["occurred_at"]
     eid = ev["event_id"]
     requests = state["requests"]
+    rtype = REQUEST_TYPES[ev["type"]]
+    if rtype == "rectification":  # tracked first, so a refusal below destroys them
+        state["keys"].update(dict.fromkeys(keys_of(ev["fields"]), 1))
     if rid in requests:
         return [_reject(state, eid, rid, at, "duplicate_request", request_id=rid)]
-    rtype = REQUEST_TYPES[ev["type"]]
     req = _new_request(rtype, at, eid, policy)
     if rtype == "rectification":
         req["record_id"] = ev["record_id"]
@@ -677,6 +711,7 @@ def _close(req: dict, status: str, at: int, outcome: str | None) -> None:
 
 def _fulfilled(state: dict, rid: str, req: dict, at: int, cause: str, emit: bool) -> list[Output]:
     _close(req, "fulfilled", at, None)
+    gone = _shred(state)  # a rectification may have replaced the last value a key decrypted
     if not emit:
         return []
     return [
@@ -686,7 +721,7 @@ def _fulfilled(state: dict, rid: str, req: dict, at: int, cause: str, emit: bool
             f"{cause}/RequestFulfilled/{rid}",
             at,
             cause,
-            {"request_id": rid, "request_type": req["type"]},
+            {"request_id": rid, "request_type": req["type"], "keys_destroyed": gone},
         )
     ]
 
@@ -778,7 +813,9 @@ def _erase(
     req["acks"] = {}  # consumer -> at
     req["record_acks"] = {}  # consumer -> [record_id] acknowledged one by one
     req["missed_consumers"] = []
-    if emit:
+    if not emit:
+        _shred(state)  # a recorded erasure: its keys are gone, so this state no longer holds them
+    else:
         out.append(
             _decision(
                 state,
@@ -786,7 +823,12 @@ def _erase(
                 f"{cause}/ErasureExecuted/{rid}",
                 at,
                 cause,
-                {"request_id": rid, "erased": sorted(erased), "retained": dict(sorted(retained.items()))},
+                {
+                    "request_id": rid,
+                    "erased": sorted(erased),
+                    "retained": dict(sorted(retained.items())),
+                    "keys_destroyed": _shred(state),
+                },
             )
         )
     return out
@@ -805,7 +847,9 @@ def _on_decision(state: dict, ev: dict, policy: Policy) -> list[Output]:
     requests = state["requests"]
     if typ == "RetentionExpired":
         if ev["record_id"] in state["records"]:
-            return [_tombstone(state, ev["record_id"])]
+            out: list[Output] = [_tombstone(state, ev["record_id"])]
+            _shred(state)
+            return out
         return []
     if typ == "ErasureExecuted":
         known = requests.get(ev["request_id"])
@@ -840,7 +884,7 @@ def _on_decision(state: dict, ev: dict, policy: Policy) -> list[Output]:
 # --------------------------------------------------------------------------------------
 
 
-def _tick(state: dict, now: int, policy: Policy) -> list[Output]:
+def _tick(state: dict, now: int, policy: Policy, cause: str = TIMER) -> list[Output]:
     out: list[Output] = []
     records = state["records"]
     if records and not state["holds"]:
@@ -851,7 +895,7 @@ def _tick(state: dict, now: int, policy: Policy) -> list[Output]:
         ]
         for rid in sorted(due):
             rec = records[rid]
-            _expire(state, rec, now, TIMER, _expiry_reason(state, rec, policy), out)
+            _expire(state, rec, now, cause, _expiry_reason(state, rec, policy), out)
     requests = state["requests"]
     sid = state["subject_id"]
     for rid in sorted(requests):
@@ -867,7 +911,7 @@ def _tick(state: dict, now: int, policy: Policy) -> list[Output]:
                     "DeadlineMissed",
                     f"{sid}/{TIMER}/DeadlineMissed/{rid}/",
                     now,
-                    TIMER,
+                    cause,
                     {"request_id": rid, "deadline": req["deadline"], "consumer": ""},
                 )
             )
@@ -882,7 +926,7 @@ def _tick(state: dict, now: int, policy: Policy) -> list[Output]:
                         "DeadlineMissed",
                         f"{sid}/{TIMER}/DeadlineMissed/{rid}/{c}",
                         now,
-                        TIMER,
+                        cause,
                         {"request_id": rid, "deadline": req["deadline"], "consumer": c},
                     )
                 )
@@ -914,7 +958,8 @@ def apply(state: dict, event: dict, now: int, policy: Policy) -> tuple[dict, lis
     """Fold one event into the subject's state IN PLACE; returns that same state and the outputs.
 
     ``now`` is read only for a ``Tick`` (the timer's clock, stamped onto the decisions it
-    causes); every other decision carries the ``occurred_at`` of the event that caused it, so
+    causes; a Tick's optional ``after``, the offset of the last log entry folded before it,
+    becomes their ``caused_by`` as ``timer@<after>``, so a replay applies it at that point); every other decision carries the ``occurred_at`` of the event that caused it, so
     the worker may pass ``now=event["occurred_at"]``. An event whose ``event_id`` was seen
     before (including the fold's own decisions read back from the log) changes nothing.
     Unknown event types are remembered as seen and otherwise ignored, so that a newer
@@ -922,7 +967,8 @@ def apply(state: dict, event: dict, now: int, policy: Policy) -> tuple[dict, lis
     """
     typ = event["type"]
     if typ == "Tick":
-        return state, _tick(state, now, policy)
+        after = event.get("after")
+        return state, _tick(state, now, policy, TIMER if after is None else f"{TIMER}@{after}")
     eid = event["event_id"]
     seen = state["seen"]
     if eid in seen:

@@ -483,10 +483,14 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
     return _build(doc)
 
 
+def packaged_policy_text() -> str:
+    """The policy shipped with the package, as text (a starting point for one's own)."""
+    return resources.files(__package__ or "processors").joinpath("policy.toml").read_text(encoding="utf-8")
+
+
 @lru_cache(maxsize=1)
 def _packaged() -> Policy:
-    text = resources.files(__package__ or "processors").joinpath("policy.toml").read_text(encoding="utf-8")
-    return parse_policy(text, "policy.toml")
+    return parse_policy(packaged_policy_text(), "policy.toml")
 
 
 def load_policy(path: Path | None = None) -> Policy:

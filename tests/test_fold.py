@@ -420,6 +420,7 @@ def test_rule_erasure_waits_for_identity_verification(policy: Policy) -> None:
         "request_id": "q-1",
         "erased": ["r-1"],
         "retained": {},
+        "keys_destroyed": [],  # plaintext fields here: no data key involved
     }
     assert d["caused_by"] == s.log[-1]["event_id"]  # the verification triggered it
 

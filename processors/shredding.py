@@ -1,0 +1,272 @@
+"""Crypto-shredding: personal fields encrypted under data keys that an erasure can destroy.
+
+Why: ``lifecycle.events`` is kept forever and cannot be edited, so erasing a subject from it
+means making its ciphertext unreadable. Every upstream event that carries personal fields
+(``DataCollected``, ``RectificationRequested``) gets a data key of its own (AES-256-GCM), named
+``<subject_id>/<event_id>``. A key per event rather than per subject and class, because then
+destroying exactly the data that went (one expired record, a refused collection, a rectified
+value) never takes live data with it, and a key is never reused across an erasure: an event
+that the guard encrypted a moment before the erasure that destroys its key can only be one
+that the erasure covers.
+
+Data keys are stored wrapped (AES-GCM under a master key, the key id as associated data so a
+wrapped key cannot be passed off as another) in ``lifecycle.keys``, compacted; destroying one
+is a tombstone there. Master keys are named by a short id derived from their bytes, which each
+wrapped key records, so rotating the master key re-wraps keys without touching the log.
+
+Each field is sealed with its field name and key id as associated data: a ciphertext moved to
+another field or another event does not decrypt. Nothing here logs, and no error message
+carries a key or a value.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from processors import envelope
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+
+
+class KeyringError(Exception):
+    """A master key cannot be read or a wrapped key cannot be opened; the message says which, never the key."""
+
+
+def master_key_id(key: bytes) -> str:
+    """A short public name for a master key: the first 8 bytes of its SHA-256, hex."""
+    return hashlib.sha256(b"lifecycle-master-key-id\0" + key).hexdigest()[:16]
+
+
+def parse_master_key(text: str, where: str) -> bytes:
+    """A master key is 32 random bytes written as base64 (standard or URL-safe, padding optional)."""
+    raw = text.strip()
+    try:
+        key = base64.urlsafe_b64decode(raw.replace("+", "-").replace("/", "_") + "=" * (-len(raw) % 4))
+    except ValueError:
+        raise KeyringError(f"{where}: not base64") from None
+    if len(key) != KEY_BYTES:
+        raise KeyringError(f"{where}: a master key is {KEY_BYTES} bytes of base64, this is {len(key)} bytes")
+    return key
+
+
+def new_master_key_text() -> str:
+    return base64.urlsafe_b64encode(os.urandom(KEY_BYTES)).decode("ascii")
+
+
+@dataclass
+class Keyring:
+    """Master keys by id; ``current`` wraps new data keys, the others only unwrap old ones."""
+
+    keys: dict[str, bytes]
+    current: str
+
+    @classmethod
+    def of(cls, *keys: bytes) -> "Keyring":
+        """The first key is the current one; later ones are kept to unwrap keys they wrapped."""
+        if not keys:
+            raise KeyringError("a keyring needs at least one master key")
+        ids = [master_key_id(k) for k in keys]
+        return cls(dict(zip(ids, keys)), ids[0])
+
+    @classmethod
+    def from_lines(cls, text: str, where: str) -> "Keyring":
+        """One base64 key a line (``#`` comments allowed); the first is current."""
+        keys = [
+            parse_master_key(line, f"{where} line {n}")
+            for n, line in enumerate(text.splitlines(), start=1)
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        if not keys:
+            raise KeyringError(f"{where}: no master key in it")
+        return cls.of(*keys)
+
+    def wrap(self, key_id: str, data_key: bytes) -> tuple[bytes, str]:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = AESGCM(self.keys[self.current]).encrypt(nonce, data_key, key_id.encode("utf-8"))
+        return nonce + sealed, self.current
+
+    def unwrap(self, key_id: str, wrapped: bytes, master_id: str) -> bytes:
+        master = self.keys.get(master_id)
+        if master is None:
+            raise KeyringError(f"data key {key_id!r} is wrapped by master key {master_id}, which this keyring lacks")
+        try:
+            return AESGCM(master).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], key_id.encode("utf-8"))
+        except InvalidTag:
+            raise KeyringError(f"data key {key_id!r} does not open with master key {master_id}") from None
+
+
+def key_id_for(subject_id: str, event_id: str) -> str:
+    return f"{subject_id}/{event_id}"
+
+
+def new_data_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+def _aad(key_id: str, name: str) -> bytes:
+    return key_id.encode("utf-8") + b"\0" + name.encode("utf-8")
+
+
+def seal_fields(fields: Mapping[str, str], key_id: str, data_key: bytes) -> dict[str, str]:
+    """Each value becomes an envelope; names stay readable (they say what, not whose)."""
+    aead = AESGCM(data_key)
+    out = {}
+    for name, value in fields.items():
+        nonce = os.urandom(NONCE_BYTES)
+        out[name] = envelope.build(key_id, nonce + aead.encrypt(nonce, value.encode("utf-8"), _aad(key_id, name)))
+    return out
+
+
+KeyLookup = Callable[[str], "bytes | None"]
+"""key_id -> the unwrapped data key, or None when it was destroyed (or never existed)."""
+
+
+def open_field(name: str, value: str, lookup: KeyLookup) -> str:
+    """The plaintext of one field; ``[erased]`` when its key is gone. Plaintext passes through."""
+    found = envelope.parse(value)
+    if found is None:
+        return value
+    key_id, sealed = found
+    data_key = lookup(key_id)
+    if data_key is None:
+        return envelope.ERASED
+    try:
+        return AESGCM(data_key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], _aad(key_id, name)).decode("utf-8")
+    except (InvalidTag, ValueError, UnicodeDecodeError):
+        return envelope.ERASED  # tampered or moved: as unreadable as an erased one
+
+
+def open_fields(fields: Mapping[str, str], lookup: KeyLookup) -> dict[str, str]:
+    return {name: open_field(name, value, lookup) for name, value in fields.items()}
+
+
+@dataclass
+class KeyCache:
+    """Unwrapped data keys by id, bounded; a destroyed key must be ``forget``-ed at once."""
+
+    limit: int = 100_000
+    _keys: dict[str, bytes] = field(default_factory=dict)
+
+    def get(self, key_id: str) -> bytes | None:
+        return self._keys.get(key_id)
+
+    def put(self, key_id: str, data_key: bytes) -> None:
+        if len(self._keys) >= self.limit:
+            self._keys.pop(next(iter(self._keys)))  # oldest first: dicts keep insertion order
+        self._keys[key_id] = data_key
+
+    def forget(self, key_id: str) -> None:
+        self._keys.pop(key_id, None)
+
+
+def load_keyring(env_key: str, key_file: Path | None, dev_file: Path | None) -> Keyring:
+    """The master keyring from, in order: ``LIFECYCLE_MASTER_KEY`` (one key), a key file (one
+    key a line, the first current), or, in development only, a key file created on first use
+    with owner-only permissions. Without any of them the worker must not start."""
+    if env_key:
+        return Keyring.of(parse_master_key(env_key, "LIFECYCLE_MASTER_KEY"))
+    if key_file is not None:
+        try:
+            return Keyring.from_lines(key_file.read_text(), str(key_file))
+        except OSError as exc:
+            raise KeyringError(f"cannot read the master key file {key_file}: {exc.strerror}") from None
+    if dev_file is None:
+        raise KeyringError(
+            "no master key: set LIFECYCLE_MASTER_KEY (32 bytes, base64) or LIFECYCLE_MASTER_KEY_FILE, "
+            "or run with --dev to use a development key kept in LIFECYCLE_HOME"
+        )
+    if not dev_file.exists():
+        dev_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(dev_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            fd = -1  # another process created it first
+        if fd >= 0:
+            with os.fdopen(fd, "w") as fh:
+                fh.write("# development master key, created by lifecycle --dev; not for production\n")
+                fh.write(new_master_key_text() + "\n")
+    return Keyring.from_lines(dev_file.read_text(), str(dev_file))
+
+
+SEALED_TYPES = frozenset({"DataCollected", "RectificationRequested"})
+"""The upstream events that carry personal fields, so get a data key of their own."""
+
+
+class Keystore:
+    """Data keys over any mutable mapping ``key_id bytes -> WrappedKey bytes`` (the worker's
+    table, whose changelog is ``lifecycle.keys``; a dict in tests), with unwrapped keys cached.
+
+    ``encode``/``decode`` are the Avro codec's, passed in so this module needs no Kafka code.
+    """
+
+    def __init__(
+        self,
+        table: MutableMapping[bytes, bytes],
+        ring: Keyring,
+        encode: Callable[[dict], bytes | None],
+        decode: Callable[[bytes], dict | None],
+        now_ms: Callable[[], int],
+        cache: KeyCache | None = None,
+    ) -> None:
+        self.table = table
+        self.ring = ring
+        self._encode = encode
+        self._decode = decode
+        self._now = now_ms
+        self.cache = cache or KeyCache()
+
+    def lookup(self, key_id: str) -> bytes | None:
+        found = self.cache.get(key_id)
+        if found is not None:
+            return found
+        raw = self.table.get(key_id.encode("utf-8"))
+        if not raw:
+            return None
+        wrapped = self._decode(raw)
+        assert wrapped is not None
+        data_key = self.ring.unwrap(key_id, wrapped["wrapped"], wrapped["master_key_id"])
+        self.cache.put(key_id, data_key)
+        return data_key
+
+    def seal(self, event: dict, key_class: str = "standard") -> dict:
+        """The event with its personal fields sealed under its own data key (created on first
+        need; an event seen again reuses its key, so a redelivery decrypts the same)."""
+        if event["type"] not in SEALED_TYPES or not event.get("fields"):
+            return event
+        key_id = key_id_for(event["subject_id"], event["event_id"])
+        data_key = self.lookup(key_id)
+        if data_key is None:
+            data_key = new_data_key()
+            wrapped, master = self.ring.wrap(key_id, data_key)
+            self.table[key_id.encode("utf-8")] = self._encode(  # type: ignore[assignment]
+                {
+                    "type": "WrappedKey",
+                    "subject_id": event["subject_id"],
+                    "key_class": key_class,
+                    "wrapped": wrapped,
+                    "master_key_id": master,
+                    "created_at": self._now(),
+                    "key_id": key_id,
+                }
+            )
+            self.cache.put(key_id, data_key)
+        return {**event, "fields": seal_fields(event["fields"], key_id, data_key)}
+
+    def open(self, fields: Mapping[str, str]) -> dict[str, str]:
+        return open_fields(fields, self.lookup)
+
+    def destroy(self, key_ids: Iterable[str]) -> None:
+        for key_id in key_ids:
+            self.cache.forget(key_id)
+            raw_id = key_id.encode("utf-8")
+            if raw_id in self.table:
+                del self.table[raw_id]  # a table deletion: a tombstone on lifecycle.keys
