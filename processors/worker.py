@@ -13,6 +13,7 @@ anything: a bad message is dead-lettered with a reason and the stream goes on.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import hmac
 import logging
@@ -23,10 +24,13 @@ import faust
 import orjson
 
 from processors import fold as lifecycle
+from processors.chain import GENESIS, link
 from processors.guard import screen
 from processors.policy import Policy, load_policy
 from schemas.contract import ContractError, validate
+from processors.shredding import SEALED_TYPES, Keyring, Keystore
 from streams.codec import CodecError, decode, encode
+from streams.downstream import last_decision
 from streams.settings import Settings
 
 log = logging.getLogger("lifecycle.worker")
@@ -77,10 +81,17 @@ def rejection(reason: str, field: str, event: dict | None, message: Any) -> byte
     )
 
 
-def create_app(settings: Settings | None = None, policy: Policy | None = None, clock: Clock | None = None) -> faust.App:
+def create_app(
+    settings: Settings | None = None,
+    policy: Policy | None = None,
+    clock: Clock | None = None,
+    keyring: Keyring | None = None,
+    dev: bool = False,
+) -> faust.App:
     settings = settings or Settings.from_env()
     policy = policy or load_policy(settings.policy_file)
     clock = clock or Clock()
+    keyring = keyring or settings.keyring(dev=dev)
     settings.worker_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         settings.app_id,
@@ -115,32 +126,77 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None, c
     )
     # deadline index: (deadline, subject) for the subjects this worker folds; rebuilt after a
     # rebalance, so its cost is paid once per assignment, not on every timer wake-up
+    keys_table = app.Table(
+        "keys",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        changelog_topic=topic("keys"),  # DESIGN's lifecycle.keys is this table's changelog
+    )
+    keystore = Keystore(keys_table, keyring, encode, decode, clock.now)
+    # head of each events partition's decision hash chain: read from the log's tail when a
+    # partition is (re)assigned, then carried forward by every decision this worker writes
+    chain_heads: dict[int, bytes] = {}
+    folded_to: dict[int, int] = {}  # events partition -> offset of the last entry folded
     index: list[tuple[int, bytes]] = []
     pending_ticks: set[bytes] = set()
     app.lifecycle_index = index  # type: ignore[attr-defined]
 
-    def send(channel: faust.TopicT, key: bytes, value: bytes | None) -> None:
-        channel.send_soon(key=key, value=value)
+    def send(channel: faust.TopicT, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> None:
+        channel.send_soon(key=key, value=value, headers=headers)
 
-    def emit(outputs: list[Any]) -> None:
+    async def chain_head(partition: int) -> bytes:
+        head = chain_heads.get(partition)
+        if head is None:
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(
+                None, last_decision, settings.bootstrap, settings.topic("events"), partition
+            )
+            head = chain_heads[partition] = found or GENESIS
+        return head
+
+    async def emit(outputs: list[Any], partition: int) -> None:
+        # tombstones caused by an erasure name its request, so a consumer's acknowledgement
+        # of a deletion is matched to the request it completes
+        erasure = next(
+            (o.event["request_id"] for o in outputs if isinstance(o, lifecycle.Decision) and o.event["type"] == "ErasureExecuted"),
+            None,
+        )
+        headers = [("request_id", erasure.encode())] if erasure else None
         for out in outputs:
             if isinstance(out, lifecycle.Decision):
                 ev = out.event
-                send(events, ev["subject_id"].encode(), encode(ev))
+                value = encode({**ev, "chain": link(await chain_head(partition))})
+                assert value is not None
+                chain_heads[partition] = value
+                # the decision's own partition, explicitly: the chain is per partition
+                events.send_soon(key=ev["subject_id"].encode(), value=value, partition=partition)
+                destroyed = ev.get("keys_destroyed")
+                if destroyed:
+                    keystore.destroy(destroyed)
             elif isinstance(out, lifecycle.RecordChange):
                 key = f"{out.subject_id}/{out.record_id}".encode()
-                value = None if out.value is None else encode({"type": "Record", **out.value})
-                send(records, key, value)
+                if out.value is None:
+                    send(records, key, None, headers)
+                else:
+                    plain = {**out.value, "fields": keystore.open(out.value["fields"])}
+                    send(records, key, encode({"type": "Record", **plain}))
             elif isinstance(out, lifecycle.ConsentChange):
-                value = None if out.value is None else encode({"type": "ConsentSnapshot", **out.value})
-                send(consent, out.subject_id.encode(), value)
+                if out.value is None:
+                    send(consent, out.subject_id.encode(), None, headers)
+                else:
+                    send(consent, out.subject_id.encode(), encode({"type": "ConsentSnapshot", **out.value}))
 
-    def fold_one(key: bytes, event: dict, now: int) -> None:
+    async def fold_one(key: bytes, event: dict, now: int, partition: int) -> None:
         raw = subjects.get(key)
         state = orjson.loads(raw) if raw else lifecycle.new_state(event["subject_id"])
         state, outputs = lifecycle.apply(state, event, now, policy)
+        # outputs before the state: should the worker die in between, the event is folded
+        # again and re-sends what may already be out (idempotent), rather than being seen
+        # in the state with its tombstones never sent
+        await emit(outputs, partition)
         subjects[key] = orjson.dumps(state)
-        emit(outputs)
         due = lifecycle.next_deadline(state)
         if due is not None:
             heapq.heappush(index, (due, key))
@@ -164,7 +220,13 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None, c
                 log.info("refused %s %s: %s in %s", event["type"], event["event_id"], refusal.reason, refusal.field)
                 send(rejected, event["subject_id"].encode(), rejection(refusal.reason, refusal.field, event, msg))
                 continue
-            send(events, event["subject_id"].encode(), encode(event))
+            if event["type"] in SEALED_TYPES and _already_folded(subjects.get(event["subject_id"].encode()), event["event_id"]):
+                # a redelivery of an event the fold has taken: appending it again would only
+                # mint a data key nothing ever destroys
+                log.info("duplicate %s %s dropped", event["type"], event["event_id"])
+                continue
+            sealed = keystore.seal(event, "obligation" if _obligation(event, policy) else "standard")
+            send(events, event["subject_id"].encode(), encode(sealed))
 
     @app.agent(acks)
     async def acknowledgements(stream: faust.StreamT) -> None:
@@ -188,7 +250,11 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None, c
             if msg.topic == ticks.get_topic_name():
                 pending_ticks.discard(msg.key)
                 tick = orjson.loads(msg.value)
-                fold_one(msg.key, {"type": "Tick", "subject_id": tick["subject_id"]}, tick["now"])
+                # the tick's place in the log: after the last entry of this partition folded so
+                # far, which its decisions record so that a replay applies it there too
+                after = folded_to.get(msg.partition, -1)
+                tick_event = {"type": "Tick", "subject_id": tick["subject_id"], "after": after}
+                await fold_one(msg.key, tick_event, tick["now"], msg.partition)
                 continue
             try:
                 event = decode(msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset)
@@ -197,7 +263,8 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None, c
                 # and skipped rather than stalling every subject behind it
                 log.error("skipping undecodable log entry: %s", exc)
                 continue
-            fold_one(msg.key or event["subject_id"].encode(), event, event["occurred_at"])
+            await fold_one(msg.key or event["subject_id"].encode(), event, event["occurred_at"], msg.partition)
+            folded_to[msg.partition] = msg.offset
 
     @app.timer(settings.timer_interval)
     async def retention_timer() -> None:
@@ -218,6 +285,10 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None, c
 
     @app.on_rebalance_complete.connect
     async def rebuild_index(sender: Any, **kwargs: Any) -> None:
+        chain_heads.clear()  # another worker may have written to our partitions meanwhile
+        folded_to.clear()
+        loop = asyncio.get_running_loop()
+        folded_to.update(await loop.run_in_executor(None, committed_positions, settings))
         index.clear()
         pending_ticks.clear()
         for key, raw in subjects.items():
@@ -253,8 +324,14 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None, c
 
         return get
 
+    def export_plain(state: dict) -> dict:
+        doc = lifecycle.export(state)
+        for rec in doc["records"]:
+            rec["fields"] = keystore.open(rec["fields"])
+        return doc
+
     consent_get = subject_view(lifecycle.consent_view)
-    export_get = subject_view(lifecycle.export)
+    export_get = subject_view(export_plain)
 
     @app.page("/subjects/{subject_id}/consent")
     class ConsentView(faust.web.View):
@@ -270,9 +347,35 @@ def create_app(settings: Settings | None = None, policy: Policy | None = None, c
     return app
 
 
-def run(settings: Settings | None = None, loglevel: str = "info") -> None:
+def committed_positions(settings: Settings) -> dict[int, int]:
+    """events partition -> offset of the last entry this group has folded and committed."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    from streams.runner import group_offsets
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-positions")
+    try:
+        offsets = group_offsets(admin, settings.app_id)
+    except KafkaError:
+        return {}
+    finally:
+        admin.close()
+    topic = settings.topic("events")
+    return {tp.partition: meta.offset - 1 for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+
+def _already_folded(raw_state: bytes | None, event_id: str) -> bool:
+    return bool(raw_state) and event_id in orjson.loads(raw_state)["seen"]  # type: ignore[arg-type]
+
+
+def _obligation(event: dict, policy: Policy) -> bool:
+    return event["type"] == "DataCollected" and policy.is_obligation(event["category"], event["legal_basis"])
+
+
+def run(settings: Settings | None = None, loglevel: str = "info", dev: bool = False) -> None:
     """Run a worker in the foreground until SIGINT/SIGTERM, then shut down cleanly."""
     from faust import Worker
 
-    app = create_app(settings)
+    app = create_app(settings, dev=dev)
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

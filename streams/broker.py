@@ -363,6 +363,9 @@ group.initial.rebalance.delay.ms=0
 # The cleaner looks for compactable segments every 5 s (default 15 s), so a tombstone on a
 # compacted topic removes the old value within the topic's max.compaction.lag.ms plus seconds.
 log.cleaner.backoff.ms=5000
+# Time-based retention is checked every 10 s (default 5 min), so lifecycle.ingest, the only
+# topic holding plaintext personal data, is emptied within its retention.ms plus seconds.
+log.retention.check.interval.ms=10000
 # Kept on: faust creates some internal topics by producing or subscribing to them. Our own
 # topics never depend on it, ensure_topics creates them with their configs before any worker.
 auto.create.topics.enable=true

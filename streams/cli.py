@@ -6,6 +6,9 @@
     lifecycle publish FILE|-             JSON lines → Avro on lifecycle.ingest
     lifecycle consent SUBJECT            a subject's consent snapshot, as JSON
     lifecycle export SUBJECT             everything held about a subject, as JSON
+    lifecycle sink sqlite PATH --name N  a downstream copy that honours and acknowledges tombstones
+    lifecycle replay [--subject ID]      the auditor's replay: re-derive and check every decision
+    lifecycle keys rotate                re-wrap every data key under the current master key
 
 Settings come from ``LIFECYCLE_*`` environment variables (see README).
 """
@@ -27,12 +30,27 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("action", choices=["start", "stop", "status"])
     w = sub.add_parser("worker", help="run the stream processors until interrupted")
     w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    w.add_argument(
+        "--dev",
+        action="store_true",
+        help="without LIFECYCLE_MASTER_KEY(_FILE), use a development master key kept in LIFECYCLE_HOME",
+    )
     pub = sub.add_parser("publish", help="validate JSON lines and publish them as Avro to lifecycle.ingest")
     pub.add_argument("file", help="a file of JSON lines, or - for standard input")
     c = sub.add_parser("consent", help="a subject's current consent and restriction state, as JSON")
     c.add_argument("subject")
     e = sub.add_parser("export", help="the access / portability export of a subject, as JSON")
     e.add_argument("subject")
+    s = sub.add_parser("sink", help="keep a downstream copy (SQLite), honour tombstones, acknowledge them", add_help=False)
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    r = sub.add_parser("replay", help="the auditor's replay of lifecycle.events: re-derive and check every decision")
+    r.add_argument("--until", help="replay only events that occurred before this ISO-8601 UTC time")
+    r.add_argument("--subject", help="print this subject's full audit trail instead of the report")
+    r.add_argument("--dev", action="store_true", help="use the development master key to show readable fields")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    k = sub.add_parser("keys", help="master-key operations on lifecycle.keys")
+    k.add_argument("action", choices=["rotate"])
+    k.add_argument("--dev", action="store_true", help="the development keyring in LIFECYCLE_HOME")
     return p
 
 
@@ -48,10 +66,28 @@ def main(argv: list[str] | None = None) -> int:
 
         return main_broker([args.action])
     if args.command == "worker":
+        from processors.shredding import KeyringError
         from processors.worker import run
 
-        run(settings, loglevel=args.loglevel)
+        try:
+            settings.keyring(dev=args.dev)  # refuse to start without a master key, in one line
+        except KeyringError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        run(settings, loglevel=args.loglevel, dev=args.dev)
         return 0
+    if args.command == "sink":
+        from streams.sink import main_sink
+
+        return main_sink(args.rest)
+    if args.command == "replay":
+        from streams.replay import main_replay
+
+        return main_replay(settings, until=args.until, subject=args.subject, dev=args.dev, progress=not args.no_progress)
+    if args.command == "keys":
+        from streams.rotate import main_rotate
+
+        return main_rotate(settings, dev=args.dev)
     if args.command == "publish":
         from streams.publish import main_publish
 

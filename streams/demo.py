@@ -77,7 +77,7 @@ def main_demo(base: Settings, keep: bool = False, out: IO[str] = sys.stdout) -> 
         ensure_topics(settings)
         log_path = settings.home / "demo" / f"worker-{run_id}.log"
         print(f"starting a worker (log: {log_path}) ...", file=out)
-        worker = spawn_worker(settings, log_path)
+        worker = spawn_worker(settings, log_path, dev=True)
         with open(sample_path(), "rb") as fh:
             report = publish_lines(fh, settings)
         print(f"published {report.published} sample events to {settings.topic('ingest')}", file=out)

@@ -87,3 +87,50 @@ def decoded_events(entries: list[Entry]) -> Iterator[dict]:
             continue
         if value is not None:
             yield value
+
+
+DECISION_TYPES = frozenset(
+    {"RetentionExpired", "ErasureExecuted", "RequestRejected", "RequestFulfilled", "DeadlineMissed", "ErasureCompleted"}
+)
+
+
+def last_decision(bootstrap: str, topic: str, partition: int, window: int = 512) -> bytes | None:
+    """The bytes of the last decision event in one partition of ``lifecycle.events`` (None: none yet).
+
+    Read backwards in growing windows from the end, so a worker taking over a partition finds
+    the head of its hash chain in what the log really holds, whatever a crashed predecessor
+    managed to write before it died.
+    """
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, client_id="lifecycle-chain")
+    try:
+        consumer.assign([tp])
+        end = consumer.end_offsets([tp])[tp]
+        start_of_log = consumer.beginning_offsets([tp])[tp]
+        upper = end
+        while upper > start_of_log:
+            lower = max(start_of_log, upper - window)
+            consumer.seek(tp, lower)
+            found: bytes | None = None
+            deadline = time.monotonic() + 30
+            while consumer.position(tp) < upper and time.monotonic() < deadline:
+                for m in consumer.poll(timeout_ms=500).get(tp, []):
+                    if m.offset >= upper or m.value is None:
+                        continue
+                    try:
+                        event = decode(m.value, topic=topic, partition=partition, offset=m.offset)
+                    except CodecError:
+                        continue
+                    if event is not None and event["type"] in DECISION_TYPES:
+                        found = m.value
+            if found is not None:
+                return found
+            upper = lower
+            window *= 4
+        return None
+    finally:
+        consumer.close()

@@ -20,14 +20,16 @@ from streams.settings import Settings
 INPUTS = ("ingest", "events", "acks", "ticks")
 
 
-def spawn_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None, dev: bool = False
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
     env.update(settings.to_env())
     env.update(extra_env or {})
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "streams.cli", "worker", *(["--dev"] if dev else [])],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -10,7 +10,10 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from processors.shredding import Keyring
 
 
 class SettingsError(ValueError):
@@ -52,6 +55,8 @@ class Settings:
     timer_interval: float = 60.0
     ingest_retention_ms: int = 24 * 3600 * 1000
     compaction_lag_ms: int = 60_000
+    master_key: str = field(default="", repr=False)
+    master_key_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -79,6 +84,8 @@ class Settings:
             timer_interval=interval,
             ingest_retention_ms=_int(env, "LIFECYCLE_INGEST_RETENTION_MS", 24 * 3600 * 1000),
             compaction_lag_ms=_int(env, "LIFECYCLE_COMPACTION_LAG_MS", 60_000),
+            master_key=env.get("LIFECYCLE_MASTER_KEY", ""),
+            master_key_file=Path(env["LIFECYCLE_MASTER_KEY_FILE"]).expanduser() if env.get("LIFECYCLE_MASTER_KEY_FILE") else None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -102,6 +109,10 @@ class Settings:
         }
         if self.policy_file is not None:
             env["LIFECYCLE_POLICY"] = str(self.policy_file)
+        if self.master_key:
+            env["LIFECYCLE_MASTER_KEY"] = self.master_key
+        if self.master_key_file is not None:
+            env["LIFECYCLE_MASTER_KEY_FILE"] = str(self.master_key_file)
         return env
 
     def topic(self, name: str) -> str:
@@ -131,6 +142,13 @@ class Settings:
         with os.fdopen(fd, "w") as fh:
             fh.write(fresh + "\n")
         return fresh
+
+    def keyring(self, dev: bool = False) -> "Keyring":
+        """The master keyring: ``LIFECYCLE_MASTER_KEY``, else ``LIFECYCLE_MASTER_KEY_FILE``, else
+        (only with ``dev``) a development key created in ``$LIFECYCLE_HOME/master-key``."""
+        from processors.shredding import load_keyring
+
+        return load_keyring(self.master_key, self.master_key_file, self.home / "master-key" if dev else None)
 
     @property
     def broker_dir(self) -> Path:

@@ -25,6 +25,7 @@ from typing import Iterator
 
 import pytest
 
+from processors.shredding import new_master_key_text
 from streams.settings import Settings
 from streams.topics import NAMES, ensure_topics
 
@@ -142,6 +143,7 @@ def kafka_bootstrap(
                 KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR="1",
                 KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
                 KAFKA_LOG_CLEANER_BACKOFF_MS="5000",
+                KAFKA_LOG_RETENTION_CHECK_INTERVAL_MS="10000",
             )
             .waiting_for(LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(180))
         )
@@ -162,10 +164,21 @@ def kafka_bootstrap(
         bootstrap=f"127.0.0.1:{port}",
     )
     status = broker.start(settings, progress)
+    _DATA_DIRS[status.bootstrap] = status.data_dir
     try:
         yield status.bootstrap
     finally:
         broker.stop(settings)
+
+
+_DATA_DIRS: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def kafka_data_dir(kafka_bootstrap: str) -> Path | None:
+    """The broker's log directory when it is our own local broker (its raw segment files can
+    then be read), else None (a container or a broker someone else runs)."""
+    return _DATA_DIRS.get(kafka_bootstrap)
 
 
 @pytest.fixture
@@ -176,6 +189,7 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     s = Settings(
         web_port=web,
         worker_url=f"http://127.0.0.1:{web}",
+        master_key=new_master_key_text(),
         bootstrap=kafka_bootstrap,
         topic_prefix=f"t{tag}.",
         app_id=f"test-{tag}",
