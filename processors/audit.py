@@ -1,0 +1,246 @@
+"""The auditor's check of ``lifecycle.events``: rebuild every subject with the live fold,
+re-derive every decision, compare it with the one recorded, and verify the hash chain.
+
+Why it is its own module with no Kafka in it: the replay command feeds it what it read from
+the broker, and a test feeds it a tampered copy in memory; both get the same verdict.
+
+How a recorded decision is judged, per partition in log order:
+
+- its ``chain`` must be the hash of the previous decision of the partition as written
+  (``chain_broken`` otherwise: a decision was deleted, reordered or altered before it);
+- the fold must have derived a decision with the same id from the events before it, with
+  the same content (``not_rederived``, ``differs``); a decision the live timer took says in
+  ``caused_by`` (``timer@<offset>``) after which log entry it was taken, and the replay
+  ticks its clock there, at the decision's ``occurred_at``;
+- a second copy of a decision already matched (an at-least-once redelivery) is counted,
+  not blamed, when it is byte-for-byte the same decision.
+
+At the end, every decision the fold derived but the log lacks is ``not_recorded`` (the
+worker lost it, or has not caught up), and the keys: every data key a decision destroyed,
+and every key of a subject's sealed events that no live data still needs, must be gone from
+``lifecycle.keys`` (``key_not_destroyed``, ``key_survives``). An erasure is *proven* when
+it was re-derived and every key its subject's erased data needed is gone.
+
+Mismatches carry partition, offset, subject and event ids and field names, never values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from processors import fold as lifecycle
+from processors.chain import GENESIS, link
+from processors.envelope import keys_of
+from processors.policy import Policy
+
+Entry = tuple[int, int, "bytes | None"]
+"""(offset, Kafka timestamp ms, value bytes) of one log entry."""
+
+Decode = Callable[[bytes, int, int], dict]
+"""(value, partition, offset) -> event dict; raises ValueError on a bad entry."""
+
+Encode = Callable[[dict], bytes]
+
+MAX_LISTED = 200
+
+
+@dataclass
+class Mismatch:
+    kind: str
+    partition: int
+    offset: int
+    subject_id: str = ""
+    event_id: str = ""
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in ("", None)}
+
+
+@dataclass
+class Audit:
+    policy: Policy
+    decode: Decode
+    encode: Encode
+    states: dict[str, dict] = field(default_factory=dict)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    events_read: int = 0
+    decisions_recorded: int = 0
+    decisions_matched: int = 0
+    duplicates: int = 0
+    partitions: int = 0
+    erasures: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # decision id -> (subject, keys)
+    destroyed: dict[str, tuple[int, int]] = field(default_factory=dict)  # key id -> where destroyed
+    sealed_keys: dict[str, set[str]] = field(default_factory=dict)  # subject -> key ids of its envelopes
+    _pending: dict[str, tuple[str, dict, int]] = field(default_factory=dict)  # id -> (subject, decision, partition)
+    _matched: dict[str, bytes] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    # -- per partition ------------------------------------------------------------------
+
+    def partition(self, partition: int, entries: list[Entry], decision_fingerprints: frozenset[bytes]) -> None:
+        """Fold one partition's entries in offset order (``entries`` sorted by offset)."""
+        self.partitions += 1
+        schedule = self._timer_schedule(partition, entries, decision_fingerprints)
+        due = sorted(schedule)
+        next_due = 0
+        head = GENESIS
+        for offset, _ts, value in entries:
+            while next_due < len(due) and due[next_due] < offset:  # ticks placed before this entry
+                self._ticks(schedule[due[next_due]], due[next_due], partition)
+                next_due += 1
+            if value is None:
+                continue
+            self.events_read += 1
+            try:
+                event = self.decode(value, partition, offset)
+            except ValueError as exc:
+                self._miss("undecodable", partition, offset, detail=str(exc))
+                continue
+            if event["type"] in lifecycle.DECISION_TYPES:
+                self.decisions_recorded += 1
+                if event.get("chain", "") != link(head):
+                    self._miss("chain_broken", partition, offset, event, "the previous decision of this partition is not the one it chains to")
+                head = value
+                self._judge(event, value, partition, offset)
+            else:
+                self._fold(event, event["occurred_at"], partition, offset)
+            if next_due < len(due) and due[next_due] == offset:
+                self._ticks(schedule[due[next_due]], offset, partition)
+                next_due += 1
+        for k in due[next_due:]:
+            self._ticks(schedule[k], k, partition)
+
+    def _timer_schedule(
+        self, partition: int, entries: list[Entry], fingerprints: frozenset[bytes]
+    ) -> dict[int, list[tuple[str, int]]]:
+        """after-offset -> [(subject, now)] of every tick the live timer took on this partition."""
+        schedule: dict[int, list[tuple[str, int]]] = {}
+        previous = -1
+        for offset, _ts, value in entries:
+            if value is not None and value[2:10] in fingerprints:
+                try:
+                    event = self.decode(value, partition, offset)
+                except ValueError:
+                    continue  # reported in the main pass
+                cause = event.get("caused_by", "")
+                if cause.startswith(lifecycle.TIMER):
+                    _, _, at = cause.partition("@")
+                    after = int(at) if at.lstrip("-").isdigit() else previous  # an unplaced tick: just before it
+                    tick = (event["subject_id"], event["occurred_at"])
+                    ticks = schedule.setdefault(after, [])
+                    if tick not in ticks:
+                        ticks.append(tick)
+            previous = offset
+        return schedule
+
+    def _ticks(self, ticks: list[tuple[str, int]], after: int, partition: int) -> None:
+        for subject, now in ticks:
+            self._fold({"type": "Tick", "subject_id": subject, "after": after}, now, partition, after)
+
+    def _state(self, subject: str) -> dict:
+        state = self.states.get(subject)
+        if state is None:
+            state = self.states[subject] = lifecycle.new_state(subject)
+        return state
+
+    def _fold(self, event: dict, now: int, partition: int, offset: int) -> None:
+        subject = event["subject_id"]
+        fields = event.get("fields")
+        if fields:
+            self.sealed_keys.setdefault(subject, set()).update(keys_of(fields))
+        _, outputs = lifecycle.apply(self._state(subject), event, now, self.policy)
+        for out in outputs:
+            if isinstance(out, lifecycle.Decision):
+                self._pending[out.event["event_id"]] = (subject, out.event, partition)
+
+    def _judge(self, recorded: dict, value: bytes, partition: int, offset: int) -> None:
+        eid = recorded["event_id"]
+        body = _without_chain(recorded)
+        found = self._pending.pop(eid, None)
+        if found is None:
+            first = self._matched.get(eid)
+            if first is not None and first == self._canonical(body):
+                self.duplicates += 1
+            elif first is not None:
+                self._miss("differs", partition, offset, recorded, "a second copy of this decision says something else")
+            else:
+                self._miss("not_rederived", partition, offset, recorded, f"no event before it leads the fold to a {recorded['type']}")
+        else:
+            _, derived, _ = found
+            expected = _without_chain(self.decode(self.encode(derived), partition, offset))
+            if expected != body:
+                names = sorted(k for k in expected.keys() | body.keys() if expected.get(k) != body.get(k))
+                self._miss("differs", partition, offset, recorded, "fields differ: " + ", ".join(names))
+            else:
+                self.decisions_matched += 1
+            self._matched[eid] = self._canonical(body)
+        for key_id in recorded.get("keys_destroyed") or ():
+            self.destroyed.setdefault(key_id, (partition, offset))
+        if recorded["type"] == "ErasureExecuted" and found is not None:
+            self.erasures[eid] = (recorded["subject_id"], list(recorded.get("keys_destroyed") or ()))
+        # what the log says was decided is what the live fold went on from
+        lifecycle.apply(self._state(recorded["subject_id"]), recorded, recorded["occurred_at"], self.policy)
+
+    def _canonical(self, body: dict) -> bytes:
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+    def _miss(self, kind: str, partition: int, offset: int, event: dict | None = None, detail: str = "") -> None:
+        ev = event or {}
+        self.mismatches.append(
+            Mismatch(kind, partition, offset, str(ev.get("subject_id", "")), str(ev.get("event_id", "")), detail)
+        )
+
+    # -- the verdict --------------------------------------------------------------------
+
+    def finish(self, live_keys: Iterable[str], complete: bool = True) -> dict[str, Any]:
+        """The report. ``live_keys``: data key ids with a value on ``lifecycle.keys``.
+        ``complete``: the whole log was read (not ``--until``), so a derived decision the log
+        lacks is a mismatch rather than one taken later."""
+        live = set(live_keys)
+        if complete:
+            for eid, (subject, derived, partition) in sorted(self._pending.items()):
+                self.mismatches.append(
+                    Mismatch("not_recorded", partition, -1, subject, eid, f"the fold derives a {derived['type']} the log lacks")
+                )
+        for key_id, (partition, offset) in sorted(self.destroyed.items()):
+            if key_id in live:
+                self.mismatches.append(Mismatch("key_not_destroyed", partition, offset, key_id.split("/", 1)[0], "", key_id))
+        proven = 0
+        for _eid, (subject, keys) in sorted(self.erasures.items()):
+            state = self.states[subject]
+            needed = self.sealed_keys.get(subject, set()) - set(state["keys"])
+            if not (set(keys) | needed) & live:
+                proven += 1
+        for subject, sealed in sorted(self.sealed_keys.items()):
+            state = self.states.get(subject)
+            if state is None:
+                continue
+            for key_id in sorted((sealed - set(state["keys"])) & live):
+                if key_id not in self.destroyed:
+                    self.mismatches.append(Mismatch("key_survives", -1, -1, subject, "", key_id))
+        elapsed = time.monotonic() - self.started
+        return {
+            "events_read": self.events_read,
+            "partitions": self.partitions,
+            "subjects": len(self.states),
+            "decisions_recorded": self.decisions_recorded,
+            "decisions_rederived": self.decisions_matched,
+            "duplicate_decisions": self.duplicates,
+            "erasures": len(self.erasures),
+            "erasures_proven": proven,
+            "keys_destroyed": len(self.destroyed),
+            "mismatch_count": len(self.mismatches),
+            "mismatches": [m.as_dict() for m in self.mismatches[:MAX_LISTED]],
+            "elapsed_s": round(elapsed, 3),
+            "events_per_second": round(self.events_read / elapsed) if elapsed > 0 else None,
+        }
+
+
+def _without_chain(event: dict) -> dict:
+    return {k: v for k, v in event.items() if k != "chain"}

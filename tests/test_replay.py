@@ -1,0 +1,219 @@
+"""The auditor's replay: a faithful log verifies, a tampered copy is caught at the exact offset.
+
+The in-memory tests build a log the way the worker writes one (events appended, the fold's
+decisions appended after them with their hash chain, timer decisions placed after the entry
+they followed) and hand it to the same audit the ``lifecycle replay`` command runs. The
+integration test tampers with a copy of a real worker's log on the real broker and runs the
+command.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from processors.audit import Audit
+from processors.chain import GENESIS, link
+from processors.fold import Decision, apply, new_state
+from processors.policy import Policy, load_policy
+from schemas import BY_NAME
+from streams.codec import decode, encode
+from streams.downstream import read_topic
+from streams.publish import publish_lines
+from streams.replay import TIMER_DECISIONS, _decode, _encode
+from streams.runner import spawn_worker, stop_worker, wait_caught_up
+from streams.settings import Settings
+
+DAY = 86_400_000
+T0 = 1_705_312_800_000
+FPS = frozenset(BY_NAME[n].fingerprint for n in TIMER_DECISIONS)
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return load_policy()
+
+
+def ev(typ: str, eid: str, sid: str, at: int, **kw: object) -> dict:
+    return {"type": typ, "event_id": eid, "subject_id": sid, "occurred_at": at, "source": "test", **kw}
+
+
+HISTORY = [
+    ev("DataCollected", "e1", "s-1", T0, record_id="r1", category="contact", purpose="inquiry", legal_basis="legitimate_interest", fields={"name": "A"}),
+    ev("DataCollected", "e2", "s-2", T0, record_id="r1", category="contact", purpose="inquiry", legal_basis="legitimate_interest", fields={"name": "B"}),
+    ev("DataCollected", "e3", "s-1", T0, record_id="r2", category="contact", purpose="newsletter", legal_basis="consent", fields={"name": "A"}),
+    ev("ErasureRequested", "e4", "s-1", T0 + DAY, request_id="q1"),
+    ev("IdentityVerified", "e5", "s-1", T0 + DAY, request_id="q1", method="email_link"),
+    ev("AccessRequested", "e6", "s-2", T0 + DAY, request_id="q2"),
+]
+
+
+def write_log(history: list[dict], policy: Policy, tick_at: int | None = None) -> list[tuple[int, int, bytes]]:
+    """One partition's log as the worker writes it."""
+    states: dict[str, dict] = {}
+    log: list[bytes] = []
+    head = GENESIS
+
+    def append_decisions(outputs: list) -> None:
+        nonlocal head
+        for out in outputs:
+            if isinstance(out, Decision):
+                value = encode({**out.event, "chain": link(head)})
+                assert value is not None
+                head = value
+                log.append(value)
+
+    for event in history:
+        value = encode(event)
+        assert value is not None
+        log.append(value)
+        state = states.setdefault(event["subject_id"], new_state(event["subject_id"]))
+        append_decisions(apply(state, event, event["occurred_at"], policy)[1])
+    if tick_at is not None:
+        after = len(log) - 1
+        for sid, state in sorted(states.items()):
+            append_decisions(apply(state, {"type": "Tick", "subject_id": sid, "after": after}, tick_at, policy)[1])
+    return [(i, 0, v) for i, v in enumerate(log)]
+
+
+def audit(entries: list[tuple[int, int, bytes]], policy: Policy) -> dict:
+    a = Audit(policy, _decode, _encode)
+    a.partition(0, entries, FPS)
+    return a.finish(set())
+
+
+def decision_offsets(entries: list[tuple[int, int, bytes]]) -> list[int]:
+    return [o for o, _, v in entries if (decode(v) or {}).get("source") == "lifecycle"]
+
+
+def test_a_faithful_log_verifies_with_every_decision_rederived(policy: Policy) -> None:
+    entries = write_log(HISTORY, policy, tick_at=T0 + 400 * DAY)
+    report = audit(entries, policy)
+    assert report["mismatch_count"] == 0, report["mismatches"]
+    assert report["decisions_recorded"] == report["decisions_rederived"] >= 4  # executed, 2 fulfilled, expiry, missed
+    assert report["erasures"] == report["erasures_proven"] == 1
+
+
+def test_a_redelivered_decision_is_counted_not_blamed(policy: Policy) -> None:
+    entries = write_log(HISTORY, policy)
+    last = decision_offsets(entries)[-1]
+    again = decode(entries[last][2])
+    assert again is not None
+    entries.append((len(entries), 0, encode({**again, "chain": link(entries[last][2])})))  # type: ignore[arg-type]
+    report = audit(entries, policy)
+    assert report["mismatch_count"] == 0 and report["duplicate_decisions"] == 1
+
+
+def test_a_deleted_decision_is_reported_where_the_chain_breaks(policy: Policy) -> None:
+    entries = write_log(HISTORY, policy)
+    first, second = decision_offsets(entries)[:2]
+    tampered = [e for e in entries if e[0] != first]
+    report = audit(tampered, policy)
+    kinds = {(m["kind"], m.get("offset")) for m in report["mismatches"]}
+    assert ("chain_broken", second) in kinds
+    assert any(m["kind"] == "not_recorded" for m in report["mismatches"])
+
+
+def test_an_altered_decision_is_reported_at_its_offset(policy: Policy) -> None:
+    entries = write_log(HISTORY, policy)
+    offsets = decision_offsets(entries)
+    target = next(o for o in offsets if (decode(entries[o][2]) or {})["type"] == "ErasureExecuted")
+    event = decode(entries[target][2])
+    assert event is not None
+    forged = encode({**event, "erased": [], "retained": {"r1": "legal_hold:h"}})
+    assert forged is not None
+    tampered = [(o, t, forged if o == target else v) for o, t, v in entries]
+    report = audit(tampered, policy)
+    differs = [m for m in report["mismatches"] if m["kind"] == "differs"]
+    assert [(m["offset"], m["event_id"]) for m in differs] == [(target, event["event_id"])]
+    assert "erased" in differs[0]["detail"] and "retained" in differs[0]["detail"]
+    later = [o for o in offsets if o > target]
+    if later:  # the decision after it no longer chains to what is there
+        assert any(m["kind"] == "chain_broken" and m["offset"] == later[0] for m in report["mismatches"])
+
+
+def test_reordered_decisions_break_the_chain(policy: Policy) -> None:
+    entries = write_log(HISTORY, policy)
+    a, b = decision_offsets(entries)[:2]
+    values = {o: v for o, _, v in entries}
+    values[a], values[b] = values[b], values[a]
+    report = audit([(o, 0, values[o]) for o, _, _ in entries], policy)
+    assert {m["offset"] for m in report["mismatches"] if m["kind"] == "chain_broken"} >= {a}
+
+
+def test_a_decision_no_event_justifies_is_not_rederived(policy: Policy) -> None:
+    entries = write_log(HISTORY[:3], policy)  # no erasure was ever requested
+    head = entries[decision_offsets(entries)[-1]][2] if decision_offsets(entries) else GENESIS
+    forged = encode(
+        {"type": "ErasureExecuted", "event_id": "x/ErasureExecuted/q9", "subject_id": "s-2", "occurred_at": T0 + DAY,
+         "source": "lifecycle", "caused_by": "x", "chain": link(head), "request_id": "q9", "erased": ["r1"], "retained": {}}
+    )
+    assert forged is not None
+    report = audit(entries + [(len(entries), 0, forged)], policy)
+    assert [(m["kind"], m["offset"]) for m in report["mismatches"]] == [("not_rederived", len(entries))]
+
+
+def test_a_key_that_survives_its_erasure_is_reported(policy: Policy) -> None:
+    sealed = copy.deepcopy(HISTORY)
+    sealed[0]["fields"] = {"name": "enc1:cy0xL2Ux:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}  # key id s-1/e1
+    entries = write_log(sealed, policy)
+    a = Audit(policy, _decode, _encode)
+    a.partition(0, entries, FPS)
+    report = a.finish({"s-1/e1"})
+    assert [m["kind"] for m in report["mismatches"]] == ["key_not_destroyed"]
+    assert report["erasures_proven"] == 0
+
+
+@pytest.mark.integration
+def test_replay_command_passes_on_the_real_log_and_names_the_tampered_offset(settings: Settings, tmp_path: Path) -> None:
+    history = [
+        {**e, "occurred_at": "2026-03-0%dT10:00:00Z" % (1 + i // 3)} for i, e in enumerate(HISTORY)
+    ]
+    proc = spawn_worker(settings, tmp_path / "worker.log")
+    try:
+        assert publish_lines([orjson.dumps(e) for e in history], settings).ok
+        wait_caught_up(settings, proc=proc)
+    finally:
+        stop_worker(proc)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
+    env.update(settings.to_env())
+    ok = subprocess.run([sys.executable, "-m", "streams.cli", "replay"], env=env, capture_output=True, timeout=300)
+    assert ok.returncode == 0, ok.stdout.decode() + ok.stderr.decode()
+    assert orjson.loads(ok.stdout)["erasures_proven"] == 1
+
+    # a copy of the log with one decision altered, under another prefix
+    import dataclasses
+
+    from kafka import KafkaProducer
+
+    from streams.topics import ensure_topics
+
+    copy_settings = dataclasses.replace(settings, topic_prefix=settings.topic_prefix + "copy.")
+    ensure_topics(copy_settings)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap)
+    target: tuple[int, int] | None = None
+    try:
+        for name in ("events", "keys"):
+            for e in sorted(read_topic(settings, name), key=lambda e: (e.partition, e.offset)):
+                value = e.value
+                if name == "events" and target is None and value is not None:
+                    event = decode(value)
+                    if event is not None and event["type"] == "ErasureExecuted":
+                        value = encode({**event, "erased": []})
+                        target = (e.partition, e.offset)
+                producer.send(copy_settings.topic(name), key=e.key, value=value, partition=e.partition)
+        producer.flush()
+    finally:
+        producer.close()
+    assert target is not None
+    env.update(copy_settings.to_env())
+    bad = subprocess.run([sys.executable, "-m", "streams.cli", "replay"], env=env, capture_output=True, timeout=300)
+    assert bad.returncode == 1
+    report = orjson.loads(bad.stdout)
+    assert {"kind": "differs", "partition": target[0], "offset": target[1]}.items() <= report["mismatches"][0].items()
