@@ -202,7 +202,7 @@ def _reject(
         f"{cause}/RequestRejected/{disc}",
         at,
         cause,
-        {"request_id": request_id, "record_id": record_id, "reason": reason, "keys_destroyed": _shred(state)},
+        {"request_id": request_id, "record_id": record_id, "reason": reason, "keys_destroyed": _shred(state) if state["keys"] else []},
     )
 
 
@@ -365,8 +365,10 @@ def _on_collected(state: dict, ev: dict, policy: Policy) -> list[Output]:
     rid = ev["record_id"]
     at = ev["occurred_at"]
     fields = ev["fields"]
-    if fields and next(iter(fields.values())).startswith("enc1:"):  # sealed by the guard: track its key
-        state["keys"].update(dict.fromkeys(keys_of(fields), 1))
+    for value in fields.values():  # sealed by the guard (every value, or none): track its key
+        if value[:5] == "enc1:":
+            state["keys"].update(dict.fromkeys(keys_of(fields), 1))
+        break
     if reason is not None:
         return [_reject(state, ev["event_id"], rid, at, reason, record_id=rid)]
 
