@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 PREFIX = "enc1:"
 ERASED = "[erased]"
@@ -47,12 +48,26 @@ def parse(value: str) -> tuple[str, bytes] | None:
     return key_id, sealed
 
 
+@lru_cache(maxsize=65_536)
+def _key_id(encoded: str) -> str | None:
+    try:
+        key_id = _unb64(encoded).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return key_id or None
+
+
 def key_of(value: str) -> str | None:
-    """The data key an envelope needs, or None for plaintext (and for anything malformed)."""
+    """The data key an envelope needs, or None for plaintext (and for anything malformed).
+
+    Reads only the key id, never the ciphertext: the fold asks this of every field of every
+    record a decision looks at, so it must stay cheap."""
     if not value.startswith(PREFIX):
         return None
-    found = parse(value)
-    return found[0] if found else None
+    end = value.find(":", len(PREFIX))
+    if end <= len(PREFIX) or end == len(value) - 1:
+        return None
+    return _key_id(value[len(PREFIX) : end])
 
 
 def keys_of(fields: Mapping[str, str] | None) -> set[str]:
