@@ -9,6 +9,7 @@
     lifecycle sink sqlite PATH --name N  a downstream copy that honours and acknowledges tombstones
     lifecycle replay [--subject ID]      the auditor's replay: re-derive and check every decision
     lifecycle keys rotate                re-wrap every data key under the current master key
+    lifecycle bench [--quick] [--json]   throughput, latency, replay and memory on the real broker
 
 Settings come from ``LIFECYCLE_*`` environment variables (see README).
 """
@@ -48,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--subject", help="print this subject's full audit trail instead of the report")
     r.add_argument("--dev", action="store_true", help="use the development master key to show readable fields")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    bn = sub.add_parser("bench", help="throughput, latency, replay and memory on the real broker", add_help=False)
+    bn.add_argument("rest", nargs=argparse.REMAINDER)
     k = sub.add_parser("keys", help="master-key operations on lifecycle.keys")
     k.add_argument("action", choices=["rotate"])
     k.add_argument("--dev", action="store_true", help="the development keyring in LIFECYCLE_HOME")
@@ -55,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("sink", "bench"):  # commands with parsers of their own
+        return _own_parser(argv[0], argv[1:])
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -76,10 +82,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         run(settings, loglevel=args.loglevel, dev=args.dev)
         return 0
-    if args.command == "sink":
-        from streams.sink import main_sink
-
-        return main_sink(args.rest)
     if args.command == "replay":
         from streams.replay import main_replay
 
@@ -105,6 +107,21 @@ def main(argv: list[str] | None = None) -> int:
 
         return main_demo(settings, keep=args.keep)
     return 2
+
+
+def _own_parser(command: str, rest: list[str]) -> int:
+    if command == "sink":
+        from streams.sink import main_sink
+
+        return main_sink(rest)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from streams.bench import main_bench
+
+    return main_bench(rest, settings)
 
 
 if __name__ == "__main__":

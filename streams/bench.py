@@ -1,0 +1,571 @@
+"""``lifecycle bench``: how fast the pipeline is, measured on the real broker, in one run.
+
+    lifecycle bench                 # the full run (a few minutes), a table on stdout
+    lifecycle bench --quick --json  # under a minute, one JSON document
+
+Every figure is measured in the same run as its baseline, so the ratios hold on a shared,
+noisy machine: the plain kafka-python consume rate of a topic holding the same events is the
+*limit*, and the pipeline, the replay and the erasure latency are set against it. Progress
+goes to stderr. What each figure is:
+
+- limit: produce and consume rates of kafka-python on a pre-filled topic (no processing);
+- pipeline_1 / pipeline_2: upstream events per second from ``lifecycle.ingest`` through guard
+  and fold to the downstream topics, with one and with two worker processes, from a
+  pre-filled ingest topic (the worker's start-up excluded: the clock starts at its first
+  committed offset);
+- erasure latency: from publishing the ``IdentityVerified`` that completes an erasure to a
+  downstream consumer reading its tombstone, while the pipeline is fed at half its measured
+  rate;
+- replay: ``lifecycle replay`` over the log the pipeline wrote;
+- fold: the pure fold on one core, no broker (``processors.fold_bench``);
+- codec: our Avro codec beside the ``avro`` package and orjson on the same records;
+- memory: peak RSS of a worker (RocksDB store) recovering a table of N subjects;
+- correct: the downstream topics after the pipeline run equal what the pure fold computes
+  for the same input (records and consent, last value per key; decisions by id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from processors import fold as lifecycle
+from processors.fold_bench import build_history
+from processors.fold_bench import run as fold_run
+from processors.guard import screen
+from processors.policy import Policy, load_policy
+from processors.shredding import new_master_key_text
+from schemas.contract import ContractError, validate
+from streams.codec import decode, encode
+from streams.settings import Settings
+
+CARD = "4111 1111 1111 1111"
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# -- the input --------------------------------------------------------------------------
+
+
+def history(n_events: int, n_subjects: int, seed: int) -> list[dict]:
+    """The realistic mix of the fold benchmark as upstream events (no timer ticks), with one
+    collection in a hundred carrying a card number, which the guard must refuse."""
+    out = []
+    for i, e in enumerate(build_history(n_events, n_subjects, seed)):
+        if e["type"] == "Tick":
+            continue
+        if e["type"] == "DataCollected" and i % 100 == 7:
+            e = {**e, "fields": {**e["fields"], "note": f"pay with {CARD}"}}
+        out.append(e)
+    return out
+
+
+def expected(events: list[dict], policy: Policy) -> tuple[dict[bytes, bytes | None], dict[bytes, bytes | None], set[str]]:
+    """What the pure guard and fold make of ``events``: last record and consent value per
+    key (encoded as on the wire, None for a tombstone), and the decision ids."""
+    states: dict[str, dict] = {}
+    records: dict[bytes, bytes | None] = {}
+    consent: dict[bytes, bytes | None] = {}
+    decisions: set[str] = set()
+    for raw in events:
+        try:
+            event = validate(raw)
+        except ContractError:
+            continue
+        if screen(event, policy) is not None:
+            continue
+        state = states.setdefault(event["subject_id"], lifecycle.new_state(event["subject_id"]))
+        for out in lifecycle.apply(state, event, event["occurred_at"], policy)[1]:
+            if isinstance(out, lifecycle.RecordChange):
+                records[f"{out.subject_id}/{out.record_id}".encode()] = (
+                    None if out.value is None else encode({"type": "Record", **out.value})
+                )
+            elif isinstance(out, lifecycle.ConsentChange):
+                consent[out.subject_id.encode()] = None if out.value is None else encode({"type": "ConsentSnapshot", **out.value})
+            else:
+                decisions.add(out.event["event_id"])
+    return records, consent, decisions
+
+
+# -- plumbing ---------------------------------------------------------------------------
+
+
+def _producer(settings: Settings) -> Any:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        bootstrap_servers=settings.bootstrap.split(","), linger_ms=20, batch_size=512 * 1024, acks="all", client_id="lifecycle-bench"
+    )
+
+
+def fill(settings: Settings, name: str, values: list[tuple[bytes, bytes]]) -> float:
+    """Produce ``values`` to ``lifecycle.<name>``; returns messages per second (until all acked)."""
+    producer = _producer(settings)
+    try:
+        t0 = time.perf_counter()
+        for key, value in values:
+            producer.send(settings.topic(name), key=key, value=value)
+        producer.flush()
+        return len(values) / (time.perf_counter() - t0)
+    finally:
+        producer.close()
+
+
+def consume_rate(settings: Settings, name: str) -> tuple[float, int]:
+    """A plain kafka-python consumer reading the whole topic: (messages per second, messages)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic = settings.topic(name)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap.split(","), enable_auto_commit=False, client_id="lifecycle-bench",
+        max_poll_records=50_000, fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
+    )  # fmt: skip
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        n = 0
+        t0 = time.perf_counter()
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            for msgs in consumer.poll(timeout_ms=500).values():
+                n += len(msgs)
+        return n / (time.perf_counter() - t0), n
+    finally:
+        consumer.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _workers(settings: Settings, count: int, logs: Path) -> list[Any]:
+    """``count`` worker processes with homes and web ports of their own.
+
+    A second worker starts only once the first has committed an offset: one joining within
+    the first seconds of another's start was seen to sit idle on the partitions handed to it
+    (faust's hand-over before the first commit); staggered, the hand-over is an ordinary one.
+    """
+    from streams.runner import spawn_worker
+
+    procs = []
+    for i in range(count):
+        if i:
+            deadline = time.monotonic() + 60
+            while _committed(settings) == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(3.0)  # one commit interval: every partition the first worker owns has one
+        own = dataclasses.replace(settings, home=settings.home / f"w{i}", web_port=_free_port())
+        procs.append(spawn_worker(own, logs / f"worker-{i}.log"))
+    return procs
+
+
+def _committed(settings: Settings) -> int:
+    """How many ingest messages the worker group has committed so far (0: not started)."""
+    from kafka import KafkaAdminClient
+
+    from streams.runner import group_offsets
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-bench")
+    try:
+        offsets = group_offsets(admin, settings.app_id)
+    except Exception:  # noqa: BLE001 - the group or its coordinator does not exist yet
+        return 0
+    finally:
+        admin.close()
+    return sum(m.offset for tp, m in offsets.items() if tp.topic == settings.topic("ingest") and m.offset > 0)
+
+
+def pipeline_rate(settings: Settings, n_ingest: int, workers: int, logs: Path, timeout: float) -> float:
+    """Upstream events per second through a pre-filled ingest topic, from the first committed
+    offset to the moment nothing is left to fold."""
+    from streams.runner import lag, stop_worker
+
+    procs = _workers(settings, workers, logs)
+    try:
+        deadline = time.monotonic() + timeout
+        while _committed(settings) == 0:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"the worker did not start (see {logs})")
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        zero = 0
+        while zero < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the pipeline did not catch up within {timeout:.0f} s (lag {lag(settings)})")
+            zero = zero + 1 if lag(settings) == 0 else 0
+            time.sleep(0.25)
+        return n_ingest / (time.monotonic() - t0)
+    finally:
+        for p in procs:
+            stop_worker(p)
+
+
+def check_correct(settings: Settings, events: list[dict], policy: Policy) -> tuple[bool, dict[str, int]]:
+    from streams.downstream import latest_by_key, read_topic
+
+    want_records, want_consent, want_decisions = expected(events, policy)
+    got_records = {k: e.value for k, e in latest_by_key(read_topic(settings, "records", timeout_s=120)).items()}
+    got_consent = {k: e.value for k, e in latest_by_key(read_topic(settings, "consent", timeout_s=120)).items()}
+    got_decisions = set()
+    for e in read_topic(settings, "events", timeout_s=120):
+        ev = e.decoded()
+        if ev is not None and ev["type"] in lifecycle.DECISION_TYPES and not ev["caused_by"].startswith(lifecycle.TIMER):
+            got_decisions.add(ev["event_id"])
+    wrong = {
+        "records": sum(1 for k in want_records.keys() | got_records.keys() if want_records.get(k, b"?") != got_records.get(k, b"!")),
+        "consent": sum(1 for k in want_consent.keys() | got_consent.keys() if want_consent.get(k, b"?") != got_consent.get(k, b"!")),
+        "decisions": len(want_decisions ^ got_decisions),
+    }
+    return not any(wrong.values()), wrong
+
+
+def erasure_latency(settings: Settings, rate: float, seconds: float, n_subjects: int, logs: Path) -> list[float]:
+    """Feed the pipeline at ``rate`` events/s for ``seconds`` with erasures mixed in; returns
+    the latency (s) of each erasure, from its IdentityVerified to its first tombstone read."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.runner import stop_worker, wait_caught_up
+
+    feed = history(int(rate * seconds) + 1000, n_subjects, seed=23)
+    published: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), enable_auto_commit=False, client_id="lifecycle-bench-watch")
+        topic = settings.topic("records")
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_end(*tps)
+        try:
+            while not stop.is_set():
+                for msgs in consumer.poll(timeout_ms=100).values():
+                    now = time.monotonic()
+                    for m in msgs:
+                        if m.value is None:
+                            for name, value in m.headers or ():
+                                if name == "request_id" and value:
+                                    seen.setdefault(value.decode(), now)
+        finally:
+            consumer.close()
+
+    procs = _workers(settings, 1, logs)
+    watcher = threading.Thread(target=watch, daemon=True)
+    producer = _producer(settings)
+    try:
+        wait_caught_up(settings, timeout=120, proc=procs[0])
+        watcher.start()
+        time.sleep(1.0)
+        pending: dict[str, dict] = {}  # subject -> its unverified erasure request
+        interval = 1.0 / rate
+        t_next = time.monotonic()
+        end = t_next + seconds
+        topic = settings.topic("ingest")
+        for ev in feed:
+            if time.monotonic() >= end:
+                break
+            if ev["type"] == "ErasureRequested":
+                pending[ev["subject_id"]] = ev
+            value = encode(ev)
+            if ev["type"] == "IdentityVerified" and pending.get(ev["subject_id"], {}).get("request_id") == ev["request_id"]:
+                producer.send(topic, key=ev["subject_id"].encode(), value=value)
+                producer.flush()  # the clock starts when the broker has it
+                published[ev["request_id"]] = time.monotonic()
+            else:
+                producer.send(topic, key=ev["subject_id"].encode(), value=value)
+            t_next += interval
+            delay = t_next - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        producer.flush()
+        wait_caught_up(settings, timeout=120, proc=procs[0])
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        producer.close()
+        for p in procs:
+            stop_worker(p)
+    return sorted(seen[r] - t for r, t in published.items() if r in seen)
+
+
+def codec_rates(events: list[dict], seconds: float = 1.0) -> dict[str, float]:
+    """Records per second encoded and decoded by our codec, the ``avro`` package and orjson."""
+    import avro.io
+    import avro.schema
+
+    from schemas import BY_NAME
+
+    sample = [e for e in events if e["type"] == "DataCollected"][:2000]
+    schema = avro.schema.parse(BY_NAME["DataCollected"].json)
+    writer, reader = avro.io.DatumWriter(schema), avro.io.DatumReader(schema)
+    bodies = [{k: v for k, v in e.items() if k != "type"} for e in sample]
+
+    def avro_encode(body: dict) -> bytes:
+        buf = io.BytesIO()
+        writer.write(body, avro.io.BinaryEncoder(buf))
+        return buf.getvalue()
+
+    ours = [encode(e) for e in sample]
+    theirs = [avro_encode(b) for b in bodies]
+    jsons = [orjson.dumps(e) for e in sample]
+
+    def rate(fn: Any, items: list) -> float:
+        n = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for x in items:
+                fn(x)
+            n += len(items)
+        return n / (time.perf_counter() - t0)
+
+    return {
+        "ours_encode": rate(encode, sample),
+        "ours_decode": rate(decode, ours),
+        "avro_encode": rate(avro_encode, bodies),
+        "avro_decode": rate(lambda b: reader.read(avro.io.BinaryDecoder(io.BytesIO(b))), theirs),
+        "orjson_encode": rate(orjson.dumps, sample),
+        "orjson_decode": rate(orjson.loads, jsons),
+    }
+
+
+def memory(settings: Settings, subjects: int, logs: Path, timeout: float) -> float:
+    """Peak RSS (MB) of a worker that recovered a subjects table of ``subjects`` states into
+    RocksDB: the changelog is filled directly with realistic states, then a worker starts."""
+    from streams.runner import spawn_worker, stop_worker
+
+    policy = load_policy(settings.policy_file)
+    events = history(6 * 200, 200, seed=5)
+    states: dict[str, dict] = {}
+    for raw in events:
+        try:
+            event = validate(raw)
+        except ContractError:
+            continue
+        state = states.setdefault(event["subject_id"], lifecycle.new_state(event["subject_id"]))
+        lifecycle.apply(state, event, event["occurred_at"], policy)
+    templates = [orjson.dumps(s) for s in states.values()]
+    changelog = f"{settings.app_id}-subjects-changelog"
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","))
+    try:
+        admin.create_topics([NewTopic(changelog, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        admin.close()
+    producer = _producer(settings)
+    try:
+        for i in range(subjects):
+            sid = f"m-{i:08d}"
+            value = templates[i % len(templates)]
+            producer.send(changelog, key=sid.encode(), value=value, partition=i % settings.partitions)
+        producer.flush()
+    finally:
+        producer.close()
+    proc = spawn_worker(dataclasses.replace(settings, web_port=_free_port()), logs / "worker-memory.log")
+    peak = 0.0
+    try:
+        deadline = time.monotonic() + timeout
+        status = Path(f"/proc/{proc.pid}/status")
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = status.read_text()
+            peak = max(peak, int(text.split("VmHWM:")[1].split()[0]) / 1024)
+            if (logs / "worker-memory.log").read_text(errors="replace").count("Worker ready"):
+                ready = True
+                break
+            time.sleep(0.5)
+        if not ready:
+            raise RuntimeError(f"the worker did not recover {subjects} subjects within {timeout:.0f} s")
+        time.sleep(2.0)
+        peak = max(peak, int(status.read_text().split("VmHWM:")[1].split()[0]) / 1024)
+    finally:
+        stop_worker(proc)
+    return peak
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Sizes:
+    events: int
+    subjects: int
+    latency_seconds: float
+    memory_subjects: int
+    timeout: float
+
+
+FULL = Sizes(events=60_000, subjects=6_000, latency_seconds=30.0, memory_subjects=1_000_000, timeout=900.0)
+QUICK = Sizes(events=1_500, subjects=400, latency_seconds=4.0, memory_subjects=5_000, timeout=120.0)
+
+
+def run(base: Settings, sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    policy = load_policy(base.policy_file)
+    tag = uuid.uuid4().hex[:6]
+    key = base.master_key or new_master_key_text()
+
+    def fresh(name: str) -> Settings:
+        s = dataclasses.replace(
+            base,
+            topic_prefix=f"{base.topic_prefix}bench-{tag}-{name}.",
+            app_id=f"bench-{tag}-{name}",
+            home=workdir / name,
+            master_key=key,
+            api_token=base.api_token or "bench",
+            store="rocksdb://",
+            timer_interval=3600.0,  # no retention wake-up mid-run: the pure fold takes none either
+        )
+        from streams.topics import ensure_topics
+
+        ensure_topics(s)
+        time.sleep(0.5)
+        return s
+
+    _say(f"bench: building a history of {sizes.events:,} events over {sizes.subjects:,} subjects ...")
+    events = history(sizes.events, sizes.subjects, seed=17)
+    wire = [(e["subject_id"].encode(), encode(e)) for e in events]
+    out: dict[str, Any] = {"events": len(events), "subjects": sizes.subjects}
+
+    _say("bench: limit (plain kafka-python produce and consume) ...")
+    limit = fresh("limit")
+    out["limit_produce_eps"] = fill(limit, "ingest", wire)  # type: ignore[arg-type]
+    out["limit_consume_eps"], _ = consume_rate(limit, "ingest")
+
+    for count in (1, 2):
+        _say(f"bench: pipeline with {count} worker(s) ...")
+        s = fresh(f"p{count}")
+        fill(s, "ingest", wire)  # type: ignore[arg-type]
+        out[f"pipeline_{count}_eps"] = pipeline_rate(s, len(wire), count, workdir / f"p{count}", sizes.timeout)
+        if count == 1:
+            _say("bench: checking the downstream topics against the pure fold ...")
+            out["correct"], out["wrong"] = check_correct(s, events, policy)
+            from streams.replay import run_replay
+
+            _say("bench: replay of the pipeline's log ...")
+            report, _ = run_replay(s)
+            out["replay_eps"] = report["events_per_second"]
+            out["replay_events"] = report["events_read"]
+            out["replay_mismatches"] = report["mismatch_count"]
+    out["ratio_pipeline_limit"] = out["pipeline_2_eps"] / out["limit_consume_eps"]
+    out["ratio_replay_limit"] = out["replay_eps"] / out["limit_consume_eps"]
+
+    half = out["pipeline_1_eps"] / 2  # the latency run has one worker
+    _say(f"bench: erasure latency at half the measured rate ({half:,.0f} events/s) ...")
+    lat = erasure_latency(fresh("latency"), half, sizes.latency_seconds, sizes.subjects, workdir / "latency")
+    if lat:
+        out["erasure_latency_ms"] = {
+            "count": len(lat),
+            "p50": 1000 * statistics.median(lat),
+            "p99": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+            "max": 1000 * lat[-1],
+        }
+    else:
+        out["erasure_latency_ms"] = {"count": 0, "p50": None, "p99": None, "max": None}
+
+    _say("bench: pure fold on one core ...")
+    fold = fold_run(min(sizes.events * 3, 300_000), min(sizes.subjects, 5_000), 3 if sizes is FULL else 1, 7, policy)
+    out["fold_eps"] = fold["fold_eps"]
+    out["fold_baseline_eps"] = fold["baseline_eps"]
+
+    _say("bench: codec ...")
+    out["codec"] = codec_rates(events, 1.0 if sizes is FULL else 0.3)
+
+    _say(f"bench: worker memory holding {sizes.memory_subjects:,} subjects ...")
+    out["memory_subjects"] = sizes.memory_subjects
+    out["memory_peak_rss_mb"] = memory(fresh("memory"), sizes.memory_subjects, workdir / "memory", sizes.timeout)
+    return out
+
+
+TARGETS = {
+    "pipeline_2_eps": 25_000,
+    "ratio_pipeline_limit": 0.5,
+    "replay_eps": 100_000,
+    "fold_eps": 200_000,
+}
+
+
+def table(r: dict[str, Any]) -> str:
+    lat = r["erasure_latency_ms"]
+    c = r["codec"]
+
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:,.0f}"
+
+    rows = [
+        ("history", f"{r['events']:,} events, {r['subjects']:,} subjects", ""),
+        ("limit: kafka-python produce", f"{f(r['limit_produce_eps'])} ev/s", ""),
+        ("limit: kafka-python consume", f"{f(r['limit_consume_eps'])} ev/s", ""),
+        ("pipeline, 1 worker", f"{f(r['pipeline_1_eps'])} ev/s", ""),
+        ("pipeline, 2 workers", f"{f(r['pipeline_2_eps'])} ev/s", "target 25,000"),
+        ("ratio pipeline / limit", f"{r['ratio_pipeline_limit']:.3f}", "target 0.5"),
+        ("erasure latency p50 / p99 / max", f"{f(lat['p50'])} / {f(lat['p99'])} / {f(lat['max'])} ms ({lat['count']} erasures)", "target p99 500 ms"),
+        ("replay", f"{f(r['replay_eps'])} ev/s over {r['replay_events']:,} entries, {r['replay_mismatches']} mismatches", "target 100,000"),
+        ("ratio replay / limit", f"{r['ratio_replay_limit']:.3f}", ""),
+        ("fold (pure, one core)", f"{f(r['fold_eps'])} ev/s (baseline dict update {f(r['fold_baseline_eps'])})", "target 200,000"),
+        ("codec encode: ours / avro / orjson", f"{f(c['ours_encode'])} / {f(c['avro_encode'])} / {f(c['orjson_encode'])} rec/s", ""),
+        ("codec decode: ours / avro / orjson", f"{f(c['ours_decode'])} / {f(c['avro_decode'])} / {f(c['orjson_decode'])} rec/s", ""),
+        ("worker peak RSS", f"{f(r['memory_peak_rss_mb'])} MB holding {r['memory_subjects']:,} subjects", "target 500 MB at 1M"),
+        ("correct", str(r["correct"]).lower() + ("" if r["correct"] else f" {r['wrong']}"), ""),
+    ]
+    width = max(len(a) for a, _, _ in rows)
+    return "\n".join(f"{a:<{width}}  {b}" + (f"   ({c})" if c else "") for a, b, c in rows)
+
+
+def main_bench(argv: list[str], base: Settings, out: IO[str] = sys.stdout) -> int:
+    ap = argparse.ArgumentParser(prog="lifecycle bench", description="Throughput, latency, replay and memory on the real broker.")
+    ap.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    ap.add_argument("--json", action="store_true", help="one JSON document instead of the table")
+    ap.add_argument("--events", type=int, help="events in the history")
+    ap.add_argument("--subjects", type=int, help="subjects in the history")
+    ap.add_argument("--latency-seconds", type=float, help="how long the erasure-latency feed runs")
+    ap.add_argument("--memory-subjects", type=int, help="subjects the memory measurement holds")
+    ap.add_argument("--workdir", type=Path, help="keep the workers' state and logs here (default: a temporary directory)")
+    args = ap.parse_args(argv)
+    sizes = dataclasses.replace(
+        QUICK if args.quick else FULL,
+        **{k: v for k, v in {
+            "events": args.events, "subjects": args.subjects,
+            "latency_seconds": args.latency_seconds, "memory_subjects": args.memory_subjects,
+        }.items() if v is not None},
+    )  # fmt: skip
+    from streams import broker
+    from streams.demo import reachable
+
+    started = False
+    if not reachable(base.bootstrap):
+        _say("bench: starting the local broker ...")
+        broker.start(base, _say)
+        started = True
+    try:
+        if args.workdir is not None:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+            result = run(base, sizes, args.workdir)
+        else:
+            with tempfile.TemporaryDirectory(prefix="lifecycle-bench-") as tmp:
+                result = run(base, sizes, Path(tmp))
+    finally:
+        if started:
+            broker.stop(base)
+    if args.json:
+        out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        out.write(table(result) + "\n")
+    return 0 if result["correct"] else 1
