@@ -105,9 +105,13 @@ def create_app(
         web_port=settings.web_port,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_linger_ms=5,
         key_serializer="raw",
         value_serializer="raw",
     )
+    # faust makes an agent wait for a flush (a round trip with acks=all) every 100 buffered
+    # sends; a larger buffer lets the producer batch
+    app.producer.buffer.max_messages = 5_000
     app.lifecycle_settings = settings  # type: ignore[attr-defined]
     app.lifecycle_clock = clock  # type: ignore[attr-defined]
 
