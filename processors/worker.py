@@ -17,7 +17,10 @@ import asyncio
 import heapq
 import hmac
 import logging
+import os
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -27,24 +30,13 @@ from processors import fold as lifecycle
 from processors.chain import GENESIS, link
 from processors.guard import screen
 from processors.policy import Policy, load_policy
-from schemas.contract import ContractError, validate
 from processors.shredding import SEALED_TYPES, Keyring, Keystore
+from schemas.contract import ContractError, validate
 from streams.codec import CodecError, decode, encode
 from streams.downstream import last_decision
 from streams.settings import Settings
 
 log = logging.getLogger("lifecycle.worker")
-
-DECISIONS = frozenset(
-    {
-        "RetentionExpired",
-        "ErasureExecuted",
-        "RequestRejected",
-        "RequestFulfilled",
-        "DeadlineMissed",
-        "ErasureCompleted",
-    }
-)
 
 
 class Clock:
@@ -104,8 +96,10 @@ def create_app(
         web_bind="127.0.0.1",  # the views serve personal data: loopback unless a proxy is put in front
         web_port=settings.web_port,
         consumer_auto_offset_reset="earliest",
+        # a worker that died leaves the group after 10 s (faust's default: 60 s), so its
+        # partitions move on sooner and a restarted worker joins a group without ghosts
+        broker_session_timeout=10.0,
         producer_acks=-1,
-        producer_linger_ms=5,
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -147,8 +141,8 @@ def create_app(
     pending_ticks: set[bytes] = set()
     app.lifecycle_index = index  # type: ignore[attr-defined]
 
-    def send(channel: faust.TopicT, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> None:
-        channel.send_soon(key=key, value=value, headers=headers)
+    def send(channel: faust.TopicT, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> Any:
+        return channel.send_soon(key=key, value=value, headers=headers)
 
     async def chain_head(partition: int) -> bytes:
         head = chain_heads.get(partition)
@@ -160,7 +154,8 @@ def create_app(
             head = chain_heads[partition] = found or GENESIS
         return head
 
-    async def emit(outputs: list[Any], partition: int) -> None:
+    async def emit(outputs: list[Any], partition: int) -> list[Any]:
+        """Send the fold's outputs; returns their delivery futures."""
         # tombstones caused by an erasure name its request, so a consumer's acknowledgement
         # of a deletion is matched to the request it completes
         erasure = next(
@@ -168,6 +163,7 @@ def create_app(
             None,
         )
         headers = [("request_id", erasure.encode())] if erasure else None
+        sent = []
         for out in outputs:
             if isinstance(out, lifecycle.Decision):
                 ev = out.event
@@ -175,31 +171,36 @@ def create_app(
                 assert value is not None
                 chain_heads[partition] = value
                 # the decision's own partition, explicitly: the chain is per partition
-                events.send_soon(key=ev["subject_id"].encode(), value=value, partition=partition)
+                sent.append(events.send_soon(key=ev["subject_id"].encode(), value=value, partition=partition))
                 destroyed = ev.get("keys_destroyed")
                 if destroyed:
                     keystore.destroy(destroyed)
             elif isinstance(out, lifecycle.RecordChange):
                 key = f"{out.subject_id}/{out.record_id}".encode()
                 if out.value is None:
-                    send(records, key, None, headers)
+                    sent.append(send(records, key, None, headers))
                 else:
                     plain = {**out.value, "fields": keystore.open(out.value["fields"])}
-                    send(records, key, encode({"type": "Record", **plain}))
+                    sent.append(send(records, key, encode({"type": "Record", **plain})))
             elif isinstance(out, lifecycle.ConsentChange):
                 if out.value is None:
-                    send(consent, out.subject_id.encode(), None, headers)
+                    sent.append(send(consent, out.subject_id.encode(), None, headers))
                 else:
-                    send(consent, out.subject_id.encode(), encode({"type": "ConsentSnapshot", **out.value}))
+                    sent.append(send(consent, out.subject_id.encode(), encode({"type": "ConsentSnapshot", **out.value})))
+        return sent
 
     async def fold_one(key: bytes, event: dict, now: int, partition: int) -> None:
         raw = subjects.get(key)
         state = orjson.loads(raw) if raw else lifecycle.new_state(event["subject_id"])
         state, outputs = lifecycle.apply(state, event, now, policy)
-        # outputs before the state: should the worker die in between, the event is folded
-        # again and re-sends what may already be out (idempotent), rather than being seen
-        # in the state with its tombstones never sent
-        await emit(outputs, partition)
+        # outputs delivered before the state is written: should the worker die in between,
+        # the event is folded again and re-sends what may already be out (idempotent),
+        # rather than being seen in the state with its tombstones never sent. Queueing
+        # both and letting the producer sort it out is not enough: a crash was seen to
+        # deliver the state's changelog write and lose the consent update queued before it.
+        sent = await emit(outputs, partition)
+        if sent:
+            await asyncio.gather(*sent)
         subjects[key] = orjson.dumps(state)
         due = lifecycle.next_deadline(state)
         if due is not None:
@@ -381,5 +382,27 @@ def run(settings: Settings | None = None, loglevel: str = "info", dev: bool = Fa
     """Run a worker in the foreground until SIGINT/SIGTERM, then shut down cleanly."""
     from faust import Worker
 
+    running = _claim_state_dir(settings)
     app = create_app(settings, dev=dev)
-    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    try:
+        Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    finally:
+        running.unlink(missing_ok=True)  # a clean stop: the local state matches what was sent
+
+
+def _claim_state_dir(settings: Settings) -> Path:
+    """Mark the local state as in use, and throw it away if the last worker died holding it.
+
+    Why: the table stores on disk are written as each event is folded, before its outputs
+    are delivered and its offset committed. A worker killed in between leaves a local state
+    that is ahead of what downstream received; folding the uncommitted events again would
+    find them already seen and send nothing, losing their tombstones. Rebuilt from the
+    changelog topics instead, the state is only ever as far as what Kafka holds.
+    """
+    marker = settings.worker_dir / "RUNNING"
+    if marker.exists():
+        log.warning("the previous worker did not stop cleanly: rebuilding its state from the changelogs")
+        shutil.rmtree(settings.worker_dir, ignore_errors=True)
+    settings.worker_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{os.getpid()}\n")
+    return marker

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+from schemas import DECISION_EVENTS
 from streams.codec import CodecError, decode
 from streams.settings import Settings
 
@@ -89,9 +90,7 @@ def decoded_events(entries: list[Entry]) -> Iterator[dict]:
             yield value
 
 
-DECISION_TYPES = frozenset(
-    {"RetentionExpired", "ErasureExecuted", "RequestRejected", "RequestFulfilled", "DeadlineMissed", "ErasureCompleted"}
-)
+DECISION_TYPES = frozenset(DECISION_EVENTS)
 
 
 def last_decision(bootstrap: str, topic: str, partition: int, window: int = 512) -> bytes | None:
