@@ -251,8 +251,11 @@ def erasure_latency(settings: Settings, rate: float, seconds: float, n_subjects:
 
     def watch() -> None:
         consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), enable_auto_commit=False, client_id="lifecycle-bench-watch")
-        topic = settings.topic("records")
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = [
+            TopicPartition(settings.topic(name), p)
+            for name in ("records", "consent")
+            for p in sorted(consumer.partitions_for_topic(settings.topic(name)) or ())
+        ]
         consumer.assign(tps)
         consumer.seek_to_end(*tps)
         try:
@@ -274,23 +277,26 @@ def erasure_latency(settings: Settings, rate: float, seconds: float, n_subjects:
         wait_caught_up(settings, timeout=120, proc=procs[0])
         watcher.start()
         time.sleep(1.0)
-        pending: dict[str, dict] = {}  # subject -> its unverified erasure request
         interval = 1.0 / rate
         t_next = time.monotonic()
         end = t_next + seconds
         topic = settings.topic("ingest")
-        for ev in feed:
+        holders: list[str] = []  # subjects holding data that needs no consent: an erasure deletes something
+        for n, ev in enumerate(feed):
             if time.monotonic() >= end:
                 break
-            if ev["type"] == "ErasureRequested":
-                pending[ev["subject_id"]] = ev
-            value = encode(ev)
-            if ev["type"] == "IdentityVerified" and pending.get(ev["subject_id"], {}).get("request_id") == ev["request_id"]:
-                producer.send(topic, key=ev["subject_id"].encode(), value=value)
+            if ev["type"] == "DataCollected" and ev["legal_basis"] != "consent" and "note" not in ev["fields"]:
+                holders.append(ev["subject_id"])
+            producer.send(topic, key=ev["subject_id"].encode(), value=encode(ev))
+            if n % 40 == 39 and holders:  # one verified erasure every 40 events
+                sid = holders.pop(0)
+                rid = f"bench-erasure-{n}"
+                base = {"subject_id": sid, "occurred_at": ev["occurred_at"], "source": "bench", "request_id": rid}
+                producer.send(topic, key=sid.encode(), value=encode({"type": "ErasureRequested", "event_id": f"{rid}-r", **base}))
+                verified = {"type": "IdentityVerified", "event_id": f"{rid}-v", "method": "email_link", **base}
+                producer.send(topic, key=sid.encode(), value=encode(verified))
                 producer.flush()  # the clock starts when the broker has it
-                published[ev["request_id"]] = time.monotonic()
-            else:
-                producer.send(topic, key=ev["subject_id"].encode(), value=value)
+                published[rid] = time.monotonic()
             t_next += interval
             delay = t_next - time.monotonic()
             if delay > 0:
