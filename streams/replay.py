@@ -22,7 +22,7 @@ from typing import IO, Any, Callable
 import orjson
 
 from processors.audit import Audit, Entry
-from processors.envelope import ERASED, PREFIX
+from processors.envelope import ERASED, PREFIX, key_of
 from processors.fold import DECISION_TYPES, export
 from processors.policy import load_policy
 from schemas import BY_NAME
@@ -163,10 +163,16 @@ def _trail(settings: Settings, subject: str, audit: Audit, dev: bool, err: IO[st
         print("note: no master key: fields whose key survives are shown as [encrypted]", file=err)
     store = Keystore(dict((k.encode(), v) for k, v in keys.items()), ring, encode, lambda raw: decode(raw), lambda: 0) if ring else None
 
+    def shown(value: str) -> str:
+        """Without a master key: what an auditor may still tell about a sealed value."""
+        if not value.startswith(PREFIX):
+            return value
+        return "[encrypted]" if key_of(value) in keys else ERASED
+
     def opened(fields: dict[str, str]) -> dict[str, str]:
         if store is not None:
             return store.open(fields)
-        return {n: (ERASED if v.startswith(PREFIX) and _kid(v) not in keys else "[encrypted]" if v.startswith(PREFIX) else v) for n, v in fields.items()}
+        return {name: shown(value) for name, value in fields.items()}
 
     trail = []
     for p, entries in sorted(read_partitions(settings, "events").items()):
@@ -187,12 +193,6 @@ def _trail(settings: Settings, subject: str, audit: Audit, dev: bool, err: IO[st
     for rec in doc["records"]:
         rec["fields"] = opened(rec["fields"])
     return {"subject_id": subject, "trail": trail, "state": doc}
-
-
-def _kid(value: str) -> str | None:
-    from processors.envelope import key_of
-
-    return key_of(value)
 
 
 def main_replay(
