@@ -68,24 +68,6 @@ REQUEST_TYPES = {
     "ObjectionRaised": "objection",
 }
 
-UPSTREAM_TYPES = frozenset(
-    {
-        "DataCollected",
-        "ConsentGiven",
-        "ConsentWithdrawn",
-        "Unsubscribed",
-        "RelationshipStarted",
-        "RelationshipEnded",
-        "IdentityVerified",
-        "LegalHoldPlaced",
-        "LegalHoldReleased",
-        "DeadlineExtended",
-        "ErasureAcknowledged",
-        "Tick",
-        *REQUEST_TYPES,
-    }
-)
-
 # request status: pending -> fulfilled | rejected | executed (erasure) -> completed (erasure)
 _OPEN = "pending"
 

@@ -139,7 +139,6 @@ def create_app(
     folded_to: dict[int, int] = {}  # events partition -> offset of the last entry folded
     index: list[tuple[int, bytes]] = []
     pending_ticks: set[bytes] = set()
-    app.lifecycle_index = index  # type: ignore[attr-defined]
 
     def send(channel: faust.TopicT, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> Any:
         return channel.send_soon(key=key, value=value, headers=headers)
@@ -348,7 +347,6 @@ def create_app(
         async def get(self, request: Any, subject_id: str) -> Any:
             return await export_get(self, request, subject_id)
 
-    app.lifecycle_subjects = subjects  # type: ignore[attr-defined]
     return app
 
 

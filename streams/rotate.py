@@ -29,10 +29,7 @@ def workers_running(settings: Settings) -> int:
         described = admin.describe_groups([settings.app_id])
     finally:
         admin.close()
-    # kafka-python 3.0.12: {group_id: {...}}; earlier 3.0 releases: a list of GroupInformation
-    group = described.get(settings.app_id, {}) if isinstance(described, dict) else described[0]
-    members = group.get("members") if isinstance(group, dict) else getattr(group, "members", None)
-    return len(members or [])
+    return len(described.get(settings.app_id, {}).get("members") or [])  # {group_id: {...}} since 3.0.12
 
 
 def rotate(settings: Settings, dev: bool = False) -> tuple[int, int]:

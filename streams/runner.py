@@ -81,10 +81,8 @@ def lag(settings: Settings) -> int | None:
 
 
 def group_offsets(admin: Any, group: str) -> dict[Any, Any]:
-    """A group's committed offsets; kafka-python 3.0.12 renamed the call and widened it to many groups."""
-    if hasattr(admin, "list_group_offsets"):
-        return admin.list_group_offsets({group: None}).get(group, {})
-    return admin.list_consumer_group_offsets(group)
+    """A group's committed offsets (kafka-python 3.0.12 asks for many groups at once)."""
+    return admin.list_group_offsets({group: None}).get(group, {})
 
 
 def wait_caught_up(settings: Settings, timeout: float = 90.0, proc: subprocess.Popen[bytes] | None = None) -> None:
