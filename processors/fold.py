@@ -38,8 +38,7 @@ Choices the design left open, made here:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, NamedTuple, Union
 
 from processors.envelope import keys_of
 from processors.policy import DAY_MS, Policy, add_months, month_table
@@ -77,8 +76,7 @@ _OPEN = "pending"
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RecordChange:
+class RecordChange(NamedTuple):
     """Upsert (value) or tombstone (None) for ``lifecycle.records`` key ``subject_id/record_id``."""
 
     subject_id: str
@@ -86,16 +84,14 @@ class RecordChange:
     value: dict | None
 
 
-@dataclass(frozen=True, slots=True)
-class ConsentChange:
+class ConsentChange(NamedTuple):
     """Upsert (value) or tombstone (None) for ``lifecycle.consent`` key ``subject_id``."""
 
     subject_id: str
     value: dict | None
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """A decision event, to be appended to ``lifecycle.events`` (and read back as a no-op)."""
 
     event: dict
@@ -103,31 +99,19 @@ class Decision:
 
 Output = Union[RecordChange, ConsentChange, Decision]
 
-# A frozen dataclass's generated __init__ goes through object.__setattr__ per field, which
-# costs more than the rest of a typical event's fold. The fold builds its outputs through the
-# slot descriptors instead: same objects, same equality, a third of the cost.
-_new = object.__new__
-_rc_sid = RecordChange.subject_id.__set__  # type: ignore[attr-defined]
-_rc_rid = RecordChange.record_id.__set__  # type: ignore[attr-defined]
-_rc_val = RecordChange.value.__set__  # type: ignore[attr-defined]
-_cc_sid = ConsentChange.subject_id.__set__  # type: ignore[attr-defined]
-_cc_val = ConsentChange.value.__set__  # type: ignore[attr-defined]
-_dc_ev = Decision.event.__set__  # type: ignore[attr-defined]
+# Named tuples rather than frozen dataclasses: immutable all the same, and built in a third
+# of the time (a dataclass's __init__ sets each field through object.__setattr__), which
+# matters on the fold's hot path. The fold builds them with tuple.__new__ directly, which
+# skips the generated __new__'s argument parsing as well.
+_new = tuple.__new__
 
 
 def _rc(subject_id: str, record_id: str, value: dict | None) -> RecordChange:
-    o = _new(RecordChange)
-    _rc_sid(o, subject_id)
-    _rc_rid(o, record_id)
-    _rc_val(o, value)
-    return o
+    return _new(RecordChange, (subject_id, record_id, value))
 
 
 def _cc(subject_id: str, value: dict | None) -> ConsentChange:
-    o = _new(ConsentChange)
-    _cc_sid(o, subject_id)
-    _cc_val(o, value)
-    return o
+    return _new(ConsentChange, (subject_id, value))
 
 
 # --------------------------------------------------------------------------------------
@@ -170,9 +154,7 @@ def _decision(state: dict, typ: str, event_id: str, at: int, cause: str, extra: 
     }
     ev.update(extra)
     state["seen"][event_id] = 1  # reading it back from the log is then a no-op
-    o = _new(Decision)
-    _dc_ev(o, ev)
-    return o
+    return _new(Decision, (ev,))
 
 
 def _reject(
@@ -387,11 +369,7 @@ def _on_collected(state: dict, ev: dict, policy: Policy) -> list[Output]:
     if state["retained"]:
         state["retained"].pop(rid, None)  # a fresh collection is new data, not the retained copy
     state["status"] = "active"
-    o = _new(RecordChange)
-    _rc_sid(o, sid)
-    _rc_rid(o, rid)
-    _rc_val(o, rec)
-    return [o]
+    return [_new(RecordChange, (sid, rid, rec))]
 
 
 def _set_consent(state: dict, ev: dict, updates: dict[str, tuple[str, str | None]], stopped: dict | None = None) -> ConsentChange:
@@ -466,10 +444,7 @@ def _on_consent(state: dict, ev: dict, policy: Policy) -> list[Output]:
             "updated_at": at,
             "caused_by": eid,
         }
-        o = _new(ConsentChange)
-        _cc_sid(o, sid)
-        _cc_val(o, snap)
-        return [o]
+        return [_new(ConsentChange, (sid, snap))]
     if ev["type"] == "ConsentWithdrawn":
         return [_set_consent(state, ev, {purpose: ("withdrawn", p.legal_basis)})]
     if snap is None:
