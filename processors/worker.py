@@ -20,11 +20,13 @@ import logging
 import os
 import shutil
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
+from faust.streams import _current_event
 
 from processors import fold as lifecycle
 from processors.chain import GENESIS, link
@@ -188,22 +190,41 @@ def create_app(
                     sent.append(send(consent, out.subject_id.encode(), encode({"type": "ConsentSnapshot", **out.value})))
         return sent
 
-    async def fold_one(key: bytes, event: dict, now: int, partition: int) -> None:
-        raw = subjects.get(key)
-        state = orjson.loads(raw) if raw else lifecycle.new_state(event["subject_id"])
-        state, outputs = lifecycle.apply(state, event, now, policy)
-        # outputs delivered before the state is written: should the worker die in between,
-        # the event is folded again and re-sends what may already be out (idempotent),
-        # rather than being seen in the state with its tombstones never sent. Queueing
-        # both and letting the producer sort it out is not enough: a crash was seen to
-        # deliver the state's changelog write and lose the consent update queued before it.
-        sent = await emit(outputs, partition)
+    async def fold_batch(batch: list[tuple[Any, bytes, dict, int, int]]) -> None:
+        """Fold a batch of (faust event, key, event, now, partition), one delivery wait for all.
+
+        Each subject's state is read once, folded through all its events of the batch, and
+        written once after every output of the batch is acknowledged by the broker. Should
+        the worker die in between, the batch is folded again and re-sends what may already
+        be out (idempotent), rather than being seen in the state with its tombstones never
+        sent. Queueing both and letting the producer sort it out is not enough: a crash was
+        seen to deliver the state's changelog write and lose the consent update queued
+        before it. One wait per batch instead of one per event is what lets the fold keep up.
+        """
+        states: dict[bytes, tuple[dict, Any]] = {}
+        sent: list[Any] = []
+        for faust_event, key, event, now, partition in batch:
+            _make_current(faust_event)  # for the keys table's deletions in emit()
+            held = states.get(key)
+            if held is None:
+                raw = subjects.get(key)
+                state = orjson.loads(raw) if raw else lifecycle.new_state(event["subject_id"])
+            else:
+                state = held[0]
+            state, outputs = lifecycle.apply(state, event, now, policy)
+            states[key] = (state, faust_event)
+            if outputs:
+                sent += await emit(outputs, partition)
         if sent:
             await asyncio.gather(*sent)
-        subjects[key] = orjson.dumps(state)
-        due = lifecycle.next_deadline(state)
-        if due is not None:
-            heapq.heappush(index, (due, key))
+        for key, (state, faust_event) in states.items():
+            # the table writes to the changelog partition of the "current" event: the one
+            # that last touched this subject, whose partition is the subject's
+            _make_current(faust_event)
+            subjects[key] = orjson.dumps(state)
+            due = lifecycle.next_deadline(state)
+            if due is not None:
+                heapq.heappush(index, (due, key))
 
     @app.agent(ingest)
     async def guard(stream: faust.StreamT) -> None:
@@ -249,26 +270,32 @@ def create_app(
 
     @app.agent(app.topic(settings.topic("events"), settings.topic("ticks"), key_type=bytes, value_type=bytes))
     async def fold(stream: faust.StreamT) -> None:
-        async for ev in stream.events():
-            msg = ev.message
-            if msg.topic == ticks.get_topic_name():
-                pending_ticks.discard(msg.key)
-                tick = orjson.loads(msg.value)
-                # the tick's place in the log: after the last entry of this partition folded so
-                # far, which its decisions record so that a replay applies it there too
-                after = folded_to.get(msg.partition, -1)
-                tick_event = {"type": "Tick", "subject_id": tick["subject_id"], "after": after}
-                await fold_one(msg.key, tick_event, tick["now"], msg.partition)
-                continue
-            try:
-                event = decode(msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset)
-            except CodecError as exc:
-                # the log of record is written by us alone; an undecodable entry is reported
-                # and skipped rather than stalling every subject behind it
-                log.error("skipping undecodable log entry: %s", exc)
-                continue
-            await fold_one(msg.key or event["subject_id"].encode(), event, event["occurred_at"], msg.partition)
-            folded_to[msg.partition] = msg.offset
+        tick_topic = ticks.get_topic_name()
+        async for events_in in stream.take_events(settings.fold_batch, within=settings.fold_linger):
+            batch: list[tuple[Any, bytes, dict, int, int]] = []
+            for ev in events_in:
+                msg = ev.message
+                if msg.topic == tick_topic:
+                    pending_ticks.discard(msg.key)
+                    tick = orjson.loads(msg.value)
+                    # the tick's place in the log: after the last entry of this partition
+                    # folded so far, which its decisions record so that a replay applies
+                    # it there too
+                    after = folded_to.get(msg.partition, -1)
+                    tick_event = {"type": "Tick", "subject_id": tick["subject_id"], "after": after}
+                    batch.append((ev, msg.key, tick_event, tick["now"], msg.partition))
+                    continue
+                try:
+                    event = decode(msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset)
+                except CodecError as exc:
+                    # the log of record is written by us alone; an undecodable entry is
+                    # reported and skipped rather than stalling every subject behind it
+                    log.error("skipping undecodable log entry: %s", exc)
+                    continue
+                batch.append((ev, msg.key or event["subject_id"].encode(), event, event["occurred_at"], msg.partition))
+                folded_to[msg.partition] = msg.offset
+            if batch:
+                await fold_batch(batch)
 
     @app.timer(settings.timer_interval)
     async def retention_timer() -> None:
@@ -366,6 +393,16 @@ def committed_positions(settings: Settings) -> dict[int, int]:
         admin.close()
     topic = settings.topic("events")
     return {tp.partition: meta.offset - 1 for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+
+def _make_current(event: Any) -> None:
+    """Make ``event`` the one faust's table writes take their changelog partition from.
+
+    Why: faust finds the partition of a table write through a context variable holding the
+    stream's current event; a batched agent has none (the stream is read in another task). Pointing it at the event that touched the subject keeps each subject's state
+    in the changelog partition its events come from, which recovery and rebalancing rely on.
+    """
+    _current_event.set(weakref.ref(event))
 
 
 def _already_folded(raw_state: bytes | None, event_id: str) -> bool:

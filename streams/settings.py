@@ -53,6 +53,10 @@ class Settings:
     api_token: str = ""
     store: str = "rocksdb://"
     timer_interval: float = 60.0
+    # the fold takes up to fold_batch events at a time, waiting at most fold_linger seconds
+    # for a batch to fill: one delivery wait per batch instead of one per event
+    fold_batch: int = 500
+    fold_linger: float = 0.02
     ingest_retention_ms: int = 24 * 3600 * 1000
     compaction_lag_ms: int = 60_000
     master_key: str = field(default="", repr=False)
@@ -82,6 +86,8 @@ class Settings:
             api_token=env.get("LIFECYCLE_API_TOKEN", ""),
             store=env.get("LIFECYCLE_STORE") or "rocksdb://",
             timer_interval=interval,
+            fold_batch=max(1, _int(env, "LIFECYCLE_FOLD_BATCH", 500)),
+            fold_linger=max(0.001, _int(env, "LIFECYCLE_FOLD_LINGER_MS", 20) / 1000),
             ingest_retention_ms=_int(env, "LIFECYCLE_INGEST_RETENTION_MS", 24 * 3600 * 1000),
             compaction_lag_ms=_int(env, "LIFECYCLE_COMPACTION_LAG_MS", 60_000),
             master_key=env.get("LIFECYCLE_MASTER_KEY", ""),
@@ -104,6 +110,8 @@ class Settings:
             "LIFECYCLE_API_TOKEN": self.api_token,
             "LIFECYCLE_STORE": self.store,
             "LIFECYCLE_TIMER_INTERVAL": str(self.timer_interval),
+            "LIFECYCLE_FOLD_BATCH": str(self.fold_batch),
+            "LIFECYCLE_FOLD_LINGER_MS": str(round(self.fold_linger * 1000)),
             "LIFECYCLE_INGEST_RETENTION_MS": str(self.ingest_retention_ms),
             "LIFECYCLE_COMPACTION_LAG_MS": str(self.compaction_lag_ms),
         }
