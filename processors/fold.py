@@ -479,7 +479,10 @@ def _on_relationship_started(state: dict, ev: dict, policy: Policy) -> list[Outp
     if rel is not None and rel["ended_at"] is None:
         return []
     rels[ev["relationship_id"]] = {"kind": ev["kind"], "started_at": ev["occurred_at"], "ended_at": None}
+    was_active = state["active_relationships"]
     state["active_relationships"] = sum(1 for r in rels.values() if r["ended_at"] is None)
+    if was_active:
+        return []  # the clocks were already suspended: no deadline moves
     return _refresh_deadlines(state, ev["occurred_at"], ev["event_id"], policy)
 
 
@@ -496,6 +499,8 @@ def _on_relationship_ended(state: dict, ev: dict, policy: Policy) -> list[Output
     state["active_relationships"] = sum(1 for r in rels.values() if r["ended_at"] is None)
     last = state["last_relationship_end"]
     state["last_relationship_end"] = at if last is None or at > last else last
+    if state["active_relationships"]:
+        return []  # another relationship still suspends the clocks: no deadline moves yet
     return _refresh_deadlines(state, at, ev["event_id"], policy)
 
 
