@@ -15,6 +15,12 @@ Where things live (``LIFECYCLE_HOME``, ``LIFECYCLE_CACHE``, ``LIFECYCLE_BROKER_P
 
 The broker listens on 127.0.0.1 only: on the broker port for clients and on the next port
 for its controller. It runs detached from the shell that started it.
+
+``lifecycle broker start --secure`` formats a new home with access control: clients speak
+SASL_SSL (SCRAM-SHA-512) under the principals of ``streams/security.py``, whose random
+passwords go to ``$LIFECYCLE_HOME/kafka-credentials`` (readable by the user only), and the ACLs
+of ``streams/acls.py`` decide what each may do. The CA clients trust is
+``$LIFECYCLE_HOME/broker/tls/ca.pem``. A home formatted that way stays secured at every start.
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping, Sequence
 
+from streams import acls, security
 from streams.settings import Settings, SettingsError
+from streams.tls import BROKER_CN, TlsFiles, ensure_tls
 from streams.topics import NAMES, ensure_topics
 
 Progress = Callable[[str], None]
@@ -78,6 +86,7 @@ class BrokerStatus:
     log: Path
     data_dir: Path
     version: str
+    secure: bool = False
 
 
 def _quiet(_: str) -> None:
@@ -105,6 +114,21 @@ def _pid_path(settings: Settings) -> Path:
 
 def _props_path(settings: Settings) -> Path:
     return settings.broker_dir / "server.properties"
+
+
+def _tls_dir(settings: Settings) -> Path:
+    return settings.broker_dir / "tls"
+
+
+def _secure_marker(settings: Settings) -> Path:
+    """Present when this home's data was formatted with SCRAM users: it must stay secured."""
+    return settings.broker_dir / "secure"
+
+
+def _credentials_path(settings: Settings) -> Path:
+    """The broker's own home, whatever LIFECYCLE_KAFKA_CREDENTIALS says: these passwords must
+    match the ones formatted into this home's metadata."""
+    return settings.home / "kafka-credentials"
 
 
 # -- java and the jars --------------------------------------------------------------------
@@ -307,7 +331,7 @@ def _port_of(settings: Settings) -> int:
         text = _props_path(settings).read_text()
     except OSError:
         return settings.broker_port
-    match = re.search(r"^listeners=PLAINTEXT://[^:]+:(\d+)", text, re.M)
+    match = re.search(r"^listeners=\w+://[^:]+:(\d+)", text, re.M)
     return int(match.group(1)) if match else settings.broker_port
 
 
@@ -323,7 +347,7 @@ def _check_port(port: int, what: str) -> None:
             raise BrokerError(f"{taken}: set LIFECYCLE_BROKER_PORT") from None
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     """Kafka's own format: 16 random bytes, URL-safe base64 without padding, no leading dash."""
     while True:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -331,9 +355,57 @@ def _cluster_id() -> str:
             return cid
 
 
-def _server_properties(settings: Settings, version: str) -> str:
+@dataclass(frozen=True)
+class Secured:
+    """What a secured broker's config needs beyond the plain one."""
+
+    tls: TlsFiles
+    admin_password: str = dataclasses.field(repr=False)
+
+
+SECURE_LISTENER = "SECURE"
+
+
+def security_properties(secured: Secured, client_listeners: Sequence[str]) -> str:
+    """The access-control half of a secured broker's config (also used for docker-compose.yml).
+
+    Why this shape: clients authenticate with SCRAM over TLS on ``client_listeners``; the
+    broker talks to itself on the first of them as ``admin``. The controller listener cannot
+    use SCRAM (KRaft keeps those credentials in the very metadata the controller serves), so
+    it takes mutual TLS: only a certificate from our CA gets in, as ``User:CN=<broker>``.
+    Both are super users; everyone else gets exactly the ACLs of ``streams/acls.py``.
+    """
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{security.ADMIN}" password="{secured.admin_password}";'
+    )
+    per_listener = "\n".join(
+        f"listener.name.{name.lower()}.{security.MECHANISM.lower()}.sasl.jaas.config={jaas}"
+        for name in client_listeners
+    )
+    return f"""\
+# Access control: SASL/SCRAM over TLS for clients, mutual TLS on the controller port, ACLs.
+sasl.enabled.mechanisms={security.MECHANISM}
+sasl.mechanism.inter.broker.protocol={security.MECHANISM}
+{per_listener}
+ssl.keystore.type=PEM
+ssl.keystore.location={secured.tls.keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={secured.tls.ca}
+listener.name.controller.ssl.client.auth=required
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:{security.ADMIN};User:CN={BROKER_CN}
+allow.everyone.if.no.acl.found=false
+"""
+
+
+def _server_properties(settings: Settings, version: str, secured: Secured | None = None) -> str:
     port = settings.broker_port
     cport = port + 1
+    if secured is None:
+        name, protocols = "PLAINTEXT", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    else:
+        name, protocols = SECURE_LISTENER, f"{SECURE_LISTENER}:SASL_SSL,CONTROLLER:SSL"
     return f"""\
 # Written by `lifecycle broker start` for Kafka {version}; rewritten at every start.
 process.roles=broker,controller
@@ -341,11 +413,11 @@ node.id={NODE_ID}
 # A static quorum (voters from this file, not from the formatted log), so that moving the
 # ports with LIFECYCLE_BROKER_PORT keeps working on an existing data directory.
 controller.quorum.voters={NODE_ID}@127.0.0.1:{cport}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-inter.broker.listener.name=PLAINTEXT
+listeners={name}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
+advertised.listeners={name}://127.0.0.1:{port}
+inter.broker.listener.name={name}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map={protocols}
 log.dirs={_data_dir(settings)}
 
 # One node: every internal topic has a single replica.
@@ -374,7 +446,7 @@ num.partitions={settings.partitions}
 # Small machine, workers beside it.
 num.network.threads=2
 num.io.threads=4
-"""
+""" + ("" if secured is None else "\n" + security_properties(secured, [SECURE_LISTENER]))
 
 
 _LOG4J2 = """\
@@ -429,13 +501,41 @@ def _java_cmd(java: str, libs: Path, settings: Settings, main: list[str], opts: 
     ]  # fmt: skip
 
 
-def _format_storage(java: str, libs: Path, settings: Settings, progress: Progress) -> None:
+def scram_args(credentials: Mapping[str, str]) -> list[str]:
+    """The format tool's ``--add-scram`` arguments: one SCRAM user per principal.
+
+    SCRAM users are created when formatting because the broker needs its own (``admin``)
+    before it can authenticate anyone; the others come along so a fresh home is complete.
+    """
+    out: list[str] = []
+    for user, password in sorted(credentials.items()):
+        out += ["--add-scram", f'{security.MECHANISM}=[name={user},password="{password}"]']
+    return out
+
+
+def write_argfile(path: Path, args: Sequence[str]) -> None:
+    """A java launcher ``@argfile``, private to the user: arguments read from it (passwords)
+    never appear in the process list, which any local user can read."""
+
+    def quoted(arg: str) -> str:
+        return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    security.write_private(path, ("\n".join(quoted(a) for a in args) + "\n").encode())
+
+
+def _format_storage(
+    java: str, libs: Path, settings: Settings, progress: Progress, scram: Mapping[str, str] | None = None
+) -> None:
     """Formats once: a formatted directory keeps its cluster id and data across restarts."""
     data = _data_dir(settings)
     if (data / "meta.properties").is_file():
         return
-    progress(f"formatting {data} (first start of this home)")
-    main = ["kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(_props_path(settings))]
+    progress(f"formatting {data} (first start of this home{', with SCRAM users' if scram else ''})")
+    main = ["kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(_props_path(settings))]
+    argfile = settings.broker_dir / "format.args"
+    if scram:
+        write_argfile(argfile, main + scram_args(scram))
+        main = [f"@{argfile}"]
     try:
         out = subprocess.run(
             _java_cmd(java, libs, settings, main, TOOL_OPTS), capture_output=True, text=True, timeout=120,
@@ -443,13 +543,17 @@ def _format_storage(java: str, libs: Path, settings: Settings, progress: Progres
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise BrokerError(f"formatting {data} timed out after 120 s") from None
+    finally:
+        argfile.unlink(missing_ok=True)
     if out.returncode != 0:
         lines = [line.strip() for line in (out.stdout + out.stderr).splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit code {out.returncode}"
+        for password in (scram or {}).values():  # should the tool ever echo an argument
+            reason = reason.replace(password, "[hidden]")
         raise BrokerError(f"formatting {data} failed: {reason[:300]}")
 
 
-def _answers(bootstrap: str, timeout: float) -> bool:
+def _answers(bootstrap: str, timeout: float, client: Mapping[str, object] | None = None) -> bool:
     """True once the broker serves metadata; a bare TCP accept is not enough (the socket is
     bound early in startup, requests are served only once the broker is unfenced)."""
     host, port = bootstrap.rsplit(":", 1)
@@ -465,6 +569,7 @@ def _answers(bootstrap: str, timeout: float) -> bool:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap, client_id="lifecycle-broker-probe",
             bootstrap_timeout_ms=int(max(timeout, 1.0) * 1000), request_timeout_ms=10_000,
+            **(client or {}),
         )  # fmt: skip
     except KafkaError:
         return False
@@ -478,6 +583,8 @@ def _answers(bootstrap: str, timeout: float) -> bool:
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], settings: Settings, bootstrap: str) -> None:
+    """``settings`` carry the identity the probe uses (the admin's, on a secured broker)."""
+    client = security.client_kwargs(settings)
     deadline = time.monotonic() + READY_TIMEOUT
     log = _log_path(settings)
     while True:
@@ -489,7 +596,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], settings: Settings, bootstrap: st
         if left <= 0:
             within = f"within {READY_TIMEOUT:.0f} s"
             raise BrokerError(f"broker did not answer on {bootstrap} {within} (see {log})")
-        if _answers(bootstrap, min(left, 10.0)):
+        if _answers(bootstrap, min(left, 10.0), client):
             return
         time.sleep(0.25)
 
@@ -519,7 +626,9 @@ def _wait_listed(settings: Settings, deadline: float) -> None:
     from kafka.admin import KafkaAdminClient
 
     wanted = {settings.topic(n) for n in NAMES}
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="lifecycle-broker-probe")
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.bootstrap, client_id="lifecycle-broker-probe", **security.client_kwargs(settings)
+    )
     try:
         while not wanted <= set(admin.list_topics()):
             if time.monotonic() > deadline:
@@ -527,6 +636,17 @@ def _wait_listed(settings: Settings, deadline: float) -> None:
             time.sleep(0.1)
     finally:
         admin.close()
+
+
+def _grant(admin: Settings, bootstrap: str, progress: Progress) -> None:
+    """The ACLs for this settings' topic prefix and app id (Kafka keeps the ones that exist)."""
+    from kafka.errors import KafkaError
+
+    try:
+        count = acls.apply(dataclasses.replace(admin, bootstrap=bootstrap))
+    except (KafkaError, acls.AclError) as e:
+        raise BrokerError(f"broker is up but granting the ACLs failed: {e}") from None
+    progress(f"access control on: {count} ACLs for {', '.join(p for p in security.PRINCIPALS if p != security.ADMIN)}")
 
 
 def status(settings: Settings) -> BrokerStatus:
@@ -540,15 +660,59 @@ def status(settings: Settings) -> BrokerStatus:
         log=_log_path(settings),
         data_dir=_data_dir(settings),
         version=settings.kafka_version,
+        secure=_secure_marker(settings).is_file(),
     )
 
 
-def start(settings: Settings, progress: Progress = _quiet) -> BrokerStatus:
+def admin_settings(settings: Settings) -> Settings:
+    """``settings`` acting as this home's broker admin: the super user on a secured broker,
+    nobody in particular (PLAINTEXT, whatever LIFECYCLE_KAFKA_USER says) on a plain one."""
+    if not _secure_marker(settings).is_file():
+        return dataclasses.replace(settings, kafka_user="", kafka_password="")
+    password = security.read_credentials(_credentials_path(settings)).get(security.ADMIN)
+    if not password:
+        raise BrokerError(f"{_credentials_path(settings)} has no {security.ADMIN} password: this secured home is broken")
+    return dataclasses.replace(
+        settings,
+        kafka_user=security.ADMIN,
+        kafka_password=password,
+        kafka_credentials=None,
+        kafka_ca=_tls_dir(settings) / "ca.pem",
+    )
+
+
+def _secure_setup(settings: Settings, wanted: bool) -> tuple[Secured | None, dict[str, str]]:
+    """TLS files and credentials when this start is secured; refuses to half-secure a home.
+
+    A home formatted without SCRAM users cannot gain them later (they are written when
+    formatting), and a secured home never falls back to an open broker.
+    """
+    formatted = (_data_dir(settings) / "meta.properties").is_file()
+    marked = _secure_marker(settings).is_file()
+    if not (wanted or marked):
+        return None, {}
+    if formatted and not marked:
+        raise BrokerError(
+            f"{_data_dir(settings)} was formatted without --secure; SCRAM users can only be added "
+            "when formatting: use another LIFECYCLE_HOME (or delete that data directory)"
+        )
+    try:
+        files = ensure_tls(_tls_dir(settings))
+        credentials = security.ensure_credentials(_credentials_path(settings))
+    except (OSError, SettingsError) as e:
+        raise BrokerError(f"preparing TLS and credentials failed: {e}") from None
+    return Secured(files, credentials[security.ADMIN]), credentials
+
+
+def start(settings: Settings, progress: Progress = _quiet, secure: bool = False) -> BrokerStatus:
     """Starts the broker detached, waits until it serves requests, creates the project topics.
 
     Idempotent: when this home's broker already runs, reports it and changes nothing.
     On any failure after launching, the half-started broker is stopped again so that a retry
     starts from a clean state (its log stays for reading).
+
+    ``secure`` formats a new home with access control (see the module's docstring); then the
+    topics are created, and the ACLs granted, as the admin principal.
     """
     current = status(settings)
     if current.running:
@@ -561,9 +725,16 @@ def start(settings: Settings, progress: Progress = _quiet) -> BrokerStatus:
     broker_dir = settings.broker_dir
     broker_dir.mkdir(parents=True, exist_ok=True)
     _pid_path(settings).unlink(missing_ok=True)  # stale: its process is gone
-    _props_path(settings).write_text(_server_properties(settings, settings.kafka_version))
+    secured, credentials = _secure_setup(settings, secure)
+    properties = _server_properties(settings, settings.kafka_version, secured)
+    if secured is None:
+        _props_path(settings).write_text(properties)
+    else:  # it holds the admin's password
+        security.write_private(_props_path(settings), properties.encode())
     (broker_dir / "log4j2.properties").write_text(_LOG4J2)
-    _format_storage(java, libs, settings, progress)
+    _format_storage(java, libs, settings, progress, scram=credentials or None)
+    if secured is not None and not _secure_marker(settings).is_file():
+        _secure_marker(settings).write_text("formatted with SCRAM users: clients need SASL_SSL\n")
 
     log = _log_path(settings)
     if log.exists() and log.stat().st_size:
@@ -579,9 +750,12 @@ def start(settings: Settings, progress: Progress = _quiet) -> BrokerStatus:
         )  # fmt: skip
     _children[proc.pid] = proc
     _pid_path(settings).write_text(f"{proc.pid}\n")
+    admin = admin_settings(settings)
     try:
-        _wait_ready(proc, settings, bootstrap)
-        _create_topics(settings, bootstrap, progress)
+        _wait_ready(proc, admin, bootstrap)
+        _create_topics(admin, bootstrap, progress)
+        if secured is not None:
+            _grant(admin, bootstrap, progress)
     except BaseException:
         stop(settings, timeout=10)
         raise
@@ -621,7 +795,15 @@ def stop(settings: Settings, timeout: float = 30) -> bool:
 
 
 def _describe(st: BrokerStatus) -> str:
-    return f"{st.bootstrap} (Kafka {st.version}, pid {st.pid})"
+    return f"{st.bootstrap} (Kafka {st.version}, pid {st.pid}{', SASL_SSL' if st.secure else ''})"
+
+
+def _print_access(settings: Settings) -> None:
+    """Where a client finds what it needs; the passwords themselves are never printed."""
+    others = ", ".join(p for p in security.PRINCIPALS if p != security.ADMIN)
+    print(f"access: SASL_SSL with {security.MECHANISM}, ACLs for {others} (admin: super user)")
+    print(f"credentials: {_credentials_path(settings)} (readable by you only; LIFECYCLE_KAFKA_USER picks one)")
+    print(f"ca: {_tls_dir(settings) / 'ca.pem'}")
 
 
 def main_broker(args: list[str]) -> int:
@@ -631,6 +813,10 @@ def main_broker(args: list[str]) -> int:
         description="A local single-node Apache Kafka (KRaft) for development.",
     )
     parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument(
+        "--secure", action="store_true",
+        help="start: SASL/SCRAM over TLS and ACLs (formats a new home that way; a secured home stays so)",
+    )  # fmt: skip
     ns = parser.parse_args(args)
 
     def progress(line: str) -> None:
@@ -644,10 +830,12 @@ def main_broker(args: list[str]) -> int:
                 print(f"broker already running: {_describe(before)}")
             else:
                 t0 = time.monotonic()
-                st = start(settings, progress)
+                st = start(settings, progress, secure=ns.secure)
                 print(f"broker started: {_describe(st)} in {time.monotonic() - t0:.1f} s")
             print(f"log: {_log_path(settings)}")
             print(f"data: {_data_dir(settings)}")
+            if status(settings).secure:
+                _print_access(settings)
             return 0
         if ns.action == "stop":
             pid = _read_pid(settings)
@@ -664,6 +852,8 @@ def main_broker(args: list[str]) -> int:
             print(f"broker not running (would listen on {st.bootstrap})")
         print(f"log: {st.log}")
         print(f"data: {st.data_dir}")
+        if st.secure:
+            _print_access(settings)
         return 0 if st.running else 3
     except (BrokerError, SettingsError) as e:
         print(f"error: {e}", file=sys.stderr)

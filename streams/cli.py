@@ -1,7 +1,7 @@
 """The ``lifecycle`` command line.
 
     lifecycle demo                       run the whole pipeline once on a sample history
-    lifecycle broker start|stop|status   a local single-node Apache Kafka (KRaft)
+    lifecycle broker start|stop|status   a local single-node Apache Kafka (KRaft); --secure: SASL_SSL + ACLs
     lifecycle worker                     the stream processors (guard, fold, timer)
     lifecycle publish FILE|-             JSON lines → Avro on lifecycle.ingest
     lifecycle consent SUBJECT            a subject's consent snapshot, as JSON
@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--keep", action="store_true", help="keep the demo's topics afterwards")
     b = sub.add_parser("broker", help="a local single-node Apache Kafka (KRaft)")
     b.add_argument("action", choices=["start", "stop", "status"])
+    b.add_argument("--secure", action="store_true", help="start with SASL/SCRAM over TLS and ACLs (see README)")
     w = sub.add_parser("worker", help="run the stream processors until interrupted")
     w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     w.add_argument(
@@ -64,13 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        if args.command != "broker":  # the broker acts as its own admin
+            from streams.security import client_kwargs
+
+            client_kwargs(settings)  # a principal without a password or CA: said here, in one line
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "broker":
         from streams.broker import main_broker
 
-        return main_broker([args.action])
+        return main_broker([args.action, *(["--secure"] if args.secure else [])])
     if args.command == "worker":
         from processors.shredding import KeyringError
         from processors.worker import run

@@ -131,7 +131,9 @@ def reachable(bootstrap: str, timeout: float = 1.0) -> bool:
 def _delete_topics(settings: Settings) -> None:
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-demo")
+    from streams.security import client_kwargs
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-demo", **client_kwargs(settings))
     try:
         mine = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix) or t.startswith(settings.app_id)]
         if mine:

@@ -7,10 +7,11 @@ consumer group, nothing committed), so reading never disturbs a real consumer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 from schemas import DECISION_EVENTS
 from streams.codec import CodecError, decode
+from streams.security import check_topic_access, client_kwargs
 from streams.settings import Settings
 
 
@@ -34,11 +35,19 @@ class Entry:
 
 def read_topic(settings: Settings, name: str, timeout_s: float = 10.0) -> list[Entry]:
     """Everything in ``lifecycle.<name>`` up to its end offsets at the time of the call."""
-    return read_entries(settings.bootstrap, settings.topic(name), timeout_s)
+    return read_entries(settings.bootstrap, settings.topic(name), timeout_s, client=client_kwargs(settings))
 
 
-def read_entries(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Entry]:
-    """Everything in one topic (any topic, by its full name) up to its current end offsets."""
+def read_entries(
+    bootstrap: str, topic: str, timeout_s: float = 10.0, client: dict[str, Any] | None = None
+) -> list[Entry]:
+    """Everything in one topic (any topic, by its full name) up to its current end offsets.
+
+    ``client``: security options (``streams.security.client_kwargs``); none for PLAINTEXT.
+    A topic hidden from this principal raises TopicAuthorizationFailedError instead of reading
+    as empty; one it may see but not read raises as soon as there is something to fetch.
+    """
+    client = client or {}
     import time
 
     from kafka import KafkaConsumer, TopicPartition
@@ -48,11 +57,14 @@ def read_entries(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[En
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id="lifecycle-reader",
+        isolation_level="read_committed",  # what an aborted transaction wrote never happened
+        **client,
     )
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
+            check_topic_access(bootstrap, topic, client)
             return []
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
@@ -93,7 +105,9 @@ def decoded_events(entries: list[Entry]) -> Iterator[dict]:
 DECISION_TYPES = frozenset(DECISION_EVENTS)
 
 
-def last_decision(bootstrap: str, topic: str, partition: int, window: int = 512) -> bytes | None:
+def last_decision(
+    bootstrap: str, topic: str, partition: int, window: int = 512, client: dict[str, Any] | None = None
+) -> bytes | None:
     """The bytes of the last decision event in one partition of ``lifecycle.events`` (None: none yet).
 
     Read backwards in growing windows from the end, so a worker taking over a partition finds
@@ -105,7 +119,13 @@ def last_decision(bootstrap: str, topic: str, partition: int, window: int = 512)
     from kafka import KafkaConsumer, TopicPartition
 
     tp = TopicPartition(topic, partition)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, client_id="lifecycle-chain")
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","),
+        enable_auto_commit=False,
+        client_id="lifecycle-chain",
+        isolation_level="read_committed",  # an aborted decision is no link of the chain
+        **(client or {}),
+    )
     try:
         consumer.assign([tp])
         end = consumer.end_offsets([tp])[tp]

@@ -17,6 +17,7 @@ from typing import IO
 
 from processors.shredding import KeyringError
 from streams.codec import decode, encode
+from streams.security import client_kwargs
 from streams.settings import Settings
 
 
@@ -24,7 +25,7 @@ def workers_running(settings: Settings) -> int:
     """Members of the worker's consumer group right now."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-rotate")
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-rotate", **client_kwargs(settings))
     try:
         described = admin.describe_groups([settings.app_id])
     finally:
@@ -40,7 +41,9 @@ def rotate(settings: Settings, dev: bool = False) -> tuple[int, int]:
 
     ring = settings.keyring(dev=dev)
     keys = live_keys(settings)
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-rotate", acks="all")
+    producer = KafkaProducer(
+        bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-rotate", acks="all", **client_kwargs(settings)
+    )
     rewrapped = current = 0
     futures = []
     try:

@@ -21,7 +21,11 @@ INPUTS = ("ingest", "events", "acks", "ticks")
 
 
 def spawn_worker(
-    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None, dev: bool = False
+    settings: Settings,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    dev: bool = False,
+    loglevel: str = "info",
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
     env.update(settings.to_env())
@@ -29,7 +33,7 @@ def spawn_worker(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", *(["--dev"] if dev else [])],
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", loglevel, *(["--dev"] if dev else [])],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -52,14 +56,17 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
 def lag(settings: Settings) -> int | None:
     """Messages of the input topics not yet committed by the worker's group (None: no group yet)."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-    from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
+    from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag")
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag")
+    from streams.security import client_kwargs
+
+    client = client_kwargs(settings)
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag", **client)
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag", **client)
     try:
         try:
             committed = group_offsets(admin, settings.app_id)
-        except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+        except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
             return None  # the offsets topic is still being created: no group can exist yet
         tps = []
         for name in INPUTS:
@@ -78,6 +85,7 @@ def lag(settings: Settings) -> int | None:
     finally:
         consumer.close()
         admin.close()
+
 
 
 def group_offsets(admin: Any, group: str) -> dict[Any, Any]:

@@ -37,6 +37,10 @@ def _int(env: Mapping[str, str], var: str, default: int) -> int:
         raise SettingsError(f"{var}={raw!r}: not an integer") from None
 
 
+def _path(env: Mapping[str, str], var: str) -> Path | None:
+    return Path(env[var]).expanduser() if env.get(var) else None
+
+
 @dataclass(frozen=True)
 class Settings:
     bootstrap: str = "127.0.0.1:9092"
@@ -61,6 +65,13 @@ class Settings:
     compaction_lag_ms: int = 60_000
     master_key: str = field(default="", repr=False)
     master_key_file: Path | None = None
+    # Who this process is on a secured Kafka (SASL_SSL, SCRAM); empty: PLAINTEXT, no principal.
+    # The password and the CA default to what `lifecycle broker start --secure` wrote into the
+    # home (see streams/security.py), so they are looked up when a client is made, not here.
+    kafka_user: str = ""
+    kafka_password: str = field(default="", repr=False)
+    kafka_credentials: Path | None = None
+    kafka_ca: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -92,6 +103,10 @@ class Settings:
             compaction_lag_ms=_int(env, "LIFECYCLE_COMPACTION_LAG_MS", 60_000),
             master_key=env.get("LIFECYCLE_MASTER_KEY", ""),
             master_key_file=Path(env["LIFECYCLE_MASTER_KEY_FILE"]).expanduser() if env.get("LIFECYCLE_MASTER_KEY_FILE") else None,
+            kafka_user=env.get("LIFECYCLE_KAFKA_USER", ""),
+            kafka_password=env.get("LIFECYCLE_KAFKA_PASSWORD", ""),
+            kafka_credentials=_path(env, "LIFECYCLE_KAFKA_CREDENTIALS"),
+            kafka_ca=_path(env, "LIFECYCLE_KAFKA_CA"),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -121,6 +136,14 @@ class Settings:
             env["LIFECYCLE_MASTER_KEY"] = self.master_key
         if self.master_key_file is not None:
             env["LIFECYCLE_MASTER_KEY_FILE"] = str(self.master_key_file)
+        if self.kafka_user:
+            env["LIFECYCLE_KAFKA_USER"] = self.kafka_user
+        if self.kafka_password:
+            env["LIFECYCLE_KAFKA_PASSWORD"] = self.kafka_password
+        if self.kafka_credentials is not None:
+            env["LIFECYCLE_KAFKA_CREDENTIALS"] = str(self.kafka_credentials)
+        if self.kafka_ca is not None:
+            env["LIFECYCLE_KAFKA_CA"] = str(self.kafka_ca)
         return env
 
     def topic(self, name: str) -> str:

@@ -292,6 +292,8 @@ def run_sink(
     # Imported here so that importing this module (for SqliteSink, say) needs no Kafka client.
     from kafka import KafkaConsumer, KafkaProducer
 
+    from streams.security import client_kwargs
+
     stop = stop or threading.Event()
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap.split(","),
@@ -301,6 +303,7 @@ def run_sink(
         auto_offset_reset="earliest",  # a stored offset the log no longer has: start over
         isolation_level="read_committed",  # a write the pipeline aborted was never true
         max_poll_records=BATCH_MAX,
+        **client_kwargs(settings),
     )
     producer: KafkaProducer | None = None
     try:
@@ -313,6 +316,7 @@ def run_sink(
             client_id=f"lifecycle-sink-{name}",
             acks="all",
             linger_ms=5,
+            **client_kwargs(settings),
         )
         run = _Run(sink, name, settings.topic("acks"), kind_of, applied_to, consumer, producer)
         while not stop.is_set():

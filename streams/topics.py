@@ -54,8 +54,10 @@ def ensure_topics(settings: Settings, names: Iterable[str] = NAMES) -> list[str]
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    from streams.security import client_kwargs
+
     wanted = configs(settings)
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="lifecycle-admin")
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="lifecycle-admin", **client_kwargs(settings))
     try:
         existing = set(admin.list_topics())
         new = [

@@ -215,3 +215,41 @@ def _wait_listed(s: Settings, timeout: float = 30.0) -> None:
             time.sleep(0.1)
     finally:
         admin.close()
+
+
+@pytest.fixture(scope="module")
+def secure_kafka(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Our own local broker started with ``--secure`` (SASL_SSL, SCRAM users, ACLs), once per
+    module, with its topics and ACLs made for the returned settings' prefix and app id.
+
+    Always the local broker, never ``LIFECYCLE_TEST_BOOTSTRAP`` or a container: the access
+    control under test is the one ``lifecycle broker start --secure`` sets up. The settings
+    carry no principal; ``dataclasses.replace(s, kafka_user=...)`` acts as one, its password
+    and the CA found in the broker's home as a user of the local broker would.
+    """
+    from streams import broker
+
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+
+    def progress(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"[kafka --secure] {line}")
+
+    port = _free_port_pair()
+    tag = uuid.uuid4().hex[:8]
+    shared = ("LIFECYCLE_CACHE", "XDG_CACHE_HOME", "LIFECYCLE_KAFKA_VERSION")  # the user's jar cache
+    base = Settings.from_env({k: v for k, v in os.environ.items() if k in shared})
+    settings = dataclasses.replace(
+        base,
+        home=tmp_path_factory.mktemp("secure-kafka-home"),
+        broker_port=port,
+        bootstrap=f"127.0.0.1:{port}",
+        topic_prefix=f"t{tag}.",
+        app_id=f"test-{tag}",
+        partitions=4,
+    )
+    broker.start(settings, progress, secure=True)
+    try:
+        yield settings
+    finally:
+        broker.stop(settings)

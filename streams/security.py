@@ -1,0 +1,164 @@
+"""Who a client is on a secured Kafka: the one place that turns settings into client options.
+
+Why one place: every kafka-python client (producers, consumers, admin clients) and the faust
+worker must agree on the protocol, the mechanism, the principal and the CA. A client built
+without them falls back to PLAINTEXT, which a TLS port answers with silence, so a forgotten
+option looks like a dead broker.
+
+Security is on when ``LIFECYCLE_KAFKA_USER`` names a principal; then every client speaks
+SASL_SSL with SCRAM-SHA-512. The password is ``LIFECYCLE_KAFKA_PASSWORD``, else that user's
+entry in the credentials file that ``lifecycle broker start --secure`` wrote (readable by its
+owner only), so a user of the local broker never copies a password around. Without a user,
+everything stays PLAINTEXT, exactly as before.
+
+Nothing here logs, and no message carries a password.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streams.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    import faust
+
+PROTOCOL = "SASL_SSL"
+MECHANISM = "SCRAM-SHA-512"
+ADMIN = "admin"
+PRINCIPALS = (ADMIN, "worker", "upstream", "downstream", "auditor")
+"""``admin`` is the broker's own principal and a super user; what the others may do is in
+``streams/acls.py``."""
+
+
+def credentials_path(settings: Settings) -> Path:
+    return settings.kafka_credentials or settings.home / "kafka-credentials"
+
+
+def ca_path(settings: Settings) -> Path:
+    return settings.kafka_ca or settings.broker_dir / "tls" / "ca.pem"
+
+
+def secured(settings: Settings) -> bool:
+    return bool(settings.kafka_user)
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """principal -> password; empty when the file does not exist yet."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        raise SettingsError(f"{path}: not a readable credentials file") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise SettingsError(f"{path}: not a credentials file (a JSON object of principal to password)")
+    return data
+
+
+def ensure_credentials(path: Path, principals: tuple[str, ...] = PRINCIPALS) -> dict[str, str]:
+    """A random password for each principal, kept in ``path`` (created 0600, never widened).
+
+    Passwords already there are kept: they are stored salted in the broker's metadata and
+    would otherwise no longer match.
+    """
+    current = read_credentials(path)
+    missing = [p for p in principals if p not in current]
+    if not missing:
+        return current
+    fresh = {**current, **{p: secrets.token_urlsafe(24) for p in missing}}
+    write_private(path, (json.dumps(fresh, indent=1, sort_keys=True) + "\n").encode())
+    return fresh
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Created 0600 from the start and renamed into place, so a secret is never readable by
+    others, not even for a moment, and never half written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    tmp.replace(path)
+
+
+def password(settings: Settings) -> str:
+    if settings.kafka_password:
+        return settings.kafka_password
+    path = credentials_path(settings)
+    found = read_credentials(path).get(settings.kafka_user)
+    if found is None:
+        raise SettingsError(
+            f"LIFECYCLE_KAFKA_USER={settings.kafka_user}: no password (set LIFECYCLE_KAFKA_PASSWORD, "
+            f"or LIFECYCLE_KAFKA_CREDENTIALS to a file that has one; {path} has none)"
+        )
+    return found
+
+
+def _ca(settings: Settings) -> str:
+    path = ca_path(settings)
+    if not path.is_file():
+        raise SettingsError(f"LIFECYCLE_KAFKA_CA: no CA certificate at {path}")
+    return str(path)
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Options for any kafka-python client; empty (PLAINTEXT, the library's default) when
+    no principal is configured."""
+    if not secured(settings):
+        return {}
+    return {
+        "security_protocol": PROTOCOL,
+        "sasl_mechanism": MECHANISM,
+        "sasl_plain_username": settings.kafka_user,
+        "sasl_plain_password": password(settings),
+        "ssl_cafile": _ca(settings),
+        "ssl_check_hostname": True,
+    }
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """Trusts our CA only (not the system store) and checks the broker's name, as kafka-python does."""
+    return ssl.create_default_context(cafile=_ca(settings))
+
+
+def faust_credentials(settings: Settings) -> "faust.SASLCredentials | None":
+    """``broker_credentials`` for the faust app; None (faust's PLAINTEXT default) without a principal."""
+    if not secured(settings):
+        return None
+    import faust
+
+    return faust.SASLCredentials(
+        username=settings.kafka_user,
+        password=password(settings),
+        ssl_context=ssl_context(settings),
+        mechanism=MECHANISM,
+    )
+
+
+def check_topic_access(bootstrap: str, topic: str, client: dict[str, Any]) -> None:
+    """Raise TopicAuthorizationFailedError when this principal may not see ``topic``.
+
+    Why: Kafka hides a topic from a principal without DESCRIBE on it, so a consumer finds no
+    partitions, exactly as for a missing topic. Reading "nothing" there must not pass for an
+    empty topic (a replay would take every data key for destroyed), so a secured reader that
+    found no partitions asks which it is. Nothing to ask on PLAINTEXT: there are no ACLs.
+    """
+    if not client:
+        return
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import TopicAuthorizationFailedError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="lifecycle-access", **client)
+    try:
+        described = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    if any(t.get("error_code") == TopicAuthorizationFailedError.errno for t in described):
+        raise TopicAuthorizationFailedError(topic)
