@@ -11,11 +11,12 @@ second copy of the data the guard exists to keep out.
 
 Detection is deliberately tolerant of disguise, because the data arrives from forms people type
 into: text is NFKC-normalised (fullwidth digits, ligatures), invisible format characters are
-dropped (zero-width space, soft hyphen), and field names are also folded through common
-Cyrillic and Greek look-alikes of Latin letters, so ``rel\\u200bigion``, or ``health`` typed
-with a Cyrillic ie for its e, cannot dodge the list. Number detection is deliberately strict
-in the other direction: a digit run is only a card if it passes Luhn and only an IBAN if it
-passes mod-97, so phone numbers and order ids get through.
+dropped (zero-width space, soft hyphen, Hangul fillers), and field names are also folded through
+common Cyrillic, Greek, Armenian, Cherokee and small-capital look-alikes of Latin letters and read
+as displayed (a right-to-left override shows letters reversed), so ``rel\\u200bigion``, or
+``health`` typed with a Cyrillic ie for its e, cannot dodge the list. Number detection is
+deliberately strict in the other direction: a digit run is only a card if it passes Luhn and
+only an IBAN if it passes mod-97, so phone numbers and order ids get through.
 """
 
 from __future__ import annotations
@@ -26,15 +27,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from schemas.contract import looks_like_contact_data
+
 __all__ = [
+    "MAX_SEALED_BYTES",
     "PURPOSE_EXEMPT",
     "GuardPolicy",
     "Refusal",
     "contains_iban",
     "contains_payment_card",
+    "echoable",
     "fold_name",
     "is_special_category_name",
     "screen",
+    "sealed_size",
+    "wrong_key",
 ]
 
 
@@ -65,10 +72,10 @@ names a forbidden purpose) and drop a request the pipeline must answer."""
 
 # --- normalisation --------------------------------------------------------------------------
 
-# Cyrillic, Greek and odd Latin letters that render like a-z (after casefold), the usual
-# disguise for a field name that must not match a word list: Unicode name -> the letter it
-# passes for. Named rather than pasted, because pasted look-alikes are exactly what a reviewer
-# cannot see.
+# Cyrillic, Greek, Armenian, Cherokee and odd Latin letters that render like a-z (after
+# casefold), the usual disguise for a field name that must not match a word list: Unicode
+# name -> the letter it passes for. Named rather than pasted, because pasted look-alikes are
+# exactly what a reviewer cannot see.
 # fmt: off
 _LOOK_ALIKES = {
     "CYRILLIC SMALL LETTER": {
@@ -81,38 +88,96 @@ _LOOK_ALIKES = {
         "HA": "x", "U": "y", "STRAIGHT U": "y", "STRAIGHT U WITH STROKE": "y", "ZE": "3",
     },
     "GREEK SMALL LETTER": {
-        "ALPHA": "a", "BETA": "b", "FINAL SIGMA": "c", "DELTA": "d", "EPSILON": "e",
+        "ALPHA": "a", "BETA": "b", "DELTA": "d", "EPSILON": "e",
         "ETA": "n", "IOTA": "i", "KAPPA": "k", "MU": "u", "NU": "v", "OMICRON": "o",
         "THETA": "o", "PI": "n", "RHO": "p", "SIGMA": "o", "TAU": "t", "UPSILON": "u",
         "CHI": "x", "GAMMA": "y", "OMEGA": "w", "ZETA": "z",
     },
     "GREEK": {
-        "LUNATE SIGMA SYMBOL": "c", "LUNATE EPSILON SYMBOL": "e", "LETTER YOT": "j",
+        "LUNATE EPSILON SYMBOL": "e", "LETTER YOT": "j",
         "KAPPA SYMBOL": "k", "RHO SYMBOL": "p",
     },
     "LATIN": {
         "SMALL LETTER DOTLESS I": "i", "SMALL LETTER DOTLESS J": "j", "SMALL LETTER ALPHA": "a",
-        "SMALL LETTER IOTA": "i", "SMALL LETTER SCRIPT G": "g", "LETTER SMALL CAPITAL L": "l",
-        "LETTER SMALL CAPITAL A": "a",
+        "SMALL LETTER IOTA": "i", "SMALL LETTER SCRIPT G": "g",
+        # the small capitals, as in "\u029c\u1d07\u1d00\u029f\u1d1b\u029c" (there is no X)
+        **{f"LETTER SMALL CAPITAL {c}": c.lower() for c in "ABCDEFGHIJKLMNOPQRSTUVWYZ"},
+    },
+    "ARMENIAN SMALL LETTER": {
+        "HO": "h", "OH": "o", "SEH": "u", "VO": "n", "CO": "g", "ZA": "q", "YI": "j",
+    },
+    # Cherokee has capitals that pass for Latin ones, and casefolding maps its small letters
+    # onto them rather than the other way round
+    "CHEROKEE LETTER": {
+        "GO": "a", "YV": "b", "TLI": "c", "A": "d", "GV": "e", "NAH": "g", "MI": "h", "V": "i",
+        "GU": "j", "TSO": "k", "TLE": "l", "LU": "m", "TLV": "p", "E": "r", "SV": "r", "DU": "s",
+        "I": "t", "DO": "v", "LA": "w", "GI": "y", "NO": "z", "SI": "b", "NI": "h",
+    },
+}
+# Mapped before casefolding: Greek capitals that pass for Latin capitals whose small letters
+# do not (an eta is an "H" while its small letter reads "n"), and the final and lunate sigmas,
+# which look like a "c" but casefold to a sigma (NFKC turns the lunate one into the final one).
+_CAPITAL_LOOK_ALIKES = {
+    "GREEK CAPITAL LETTER": {
+        "ALPHA": "a", "BETA": "b", "EPSILON": "e", "ZETA": "z", "ETA": "h", "IOTA": "i",
+        "KAPPA": "k", "MU": "m", "NU": "n", "OMICRON": "o", "RHO": "p", "TAU": "t",
+        "UPSILON": "y", "CHI": "x",
+    },
+    "GREEK": {
+        "SMALL LETTER FINAL SIGMA": "c", "LUNATE SIGMA SYMBOL": "c",
+        "CAPITAL LUNATE SIGMA SYMBOL": "c",
     },
 }
 # fmt: on
-_CONFUSABLES = str.maketrans(
-    {
-        unicodedata.lookup(f"{script} {name}"): latin
-        for script, letters in _LOOK_ALIKES.items()
-        for name, latin in letters.items()
-    }
+
+
+def _table(look_alikes: dict[str, dict[str, str]]) -> dict[int, str]:
+    return str.maketrans(
+        {
+            unicodedata.lookup(f"{script} {name}"): latin
+            for script, letters in look_alikes.items()
+            for name, latin in letters.items()
+        }
+    )
+
+
+_CONFUSABLES = _table(_LOOK_ALIKES)
+_CAPITAL_CONFUSABLES = _table(_CAPITAL_LOOK_ALIKES)
+# Invisible characters that are not format characters (Cf) and so survive the filter below:
+# the combining grapheme joiner, Hangul and Khmer fillers, Mongolian free variation selectors
+# and the variation selectors. "hea\u3164lth" renders as "health".
+_IGNORABLE = frozenset(
+    {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0}
+    | set(range(0x180B, 0x1810))
+    | set(range(0xFE00, 0xFE10))
+    | set(range(0xE0100, 0xE01F0))
 )
+_RLO, _PDF = "\u202e", "\u202c"
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def _visible(text: str) -> str:
-    """NFKC with format characters (zero-width, soft hyphen, bidi marks) removed."""
+    """NFKC with format characters (zero-width, soft hyphen, bidi marks) and other invisible
+    characters (Hangul fillers, variation selectors) removed."""
     if text.isascii():
         return text  # every format character and every NFKC change is outside ASCII
     text = unicodedata.normalize("NFKC", text)
-    return "".join(c for c in text if c.isascii() or unicodedata.category(c) != "Cf")
+    return "".join(
+        c
+        for c in text
+        if c.isascii() or (unicodedata.category(c) != "Cf" and ord(c) not in _IGNORABLE)
+    )
+
+
+def _as_displayed(text: str) -> str:
+    """The text in the order it is shown: a right-to-left override (RLO) displays what follows
+    it, up to a pop (PDF), backwards, so ``"\\u202ehtlaeh"`` is seen as "health"."""
+    out, rest = [], text
+    while _RLO in rest:
+        before, _, rest = rest.partition(_RLO)
+        inside, _, rest = rest.partition(_PDF)
+        out += [before, inside[::-1]]
+    return "".join(out) + rest
 
 
 def fold_name(name: str) -> str:
@@ -122,6 +187,7 @@ def fold_name(name: str) -> str:
     text = _visible(name)
     if text.isascii():
         return text.casefold()
+    text = unicodedata.normalize("NFKD", text).translate(_CAPITAL_CONFUSABLES)
     text = unicodedata.normalize("NFKD", text.casefold())
     text = "".join(c for c in text if not unicodedata.combining(c))
     return unicodedata.normalize("NFKC", text).translate(_CONFUSABLES)
@@ -151,7 +217,14 @@ _NOT_WORD = re.compile(r"[\W_]+")
 
 
 def is_special_category_name(name: str) -> bool:
-    """Whether a field name alone says it holds special-category data (built-in word list)."""
+    """Whether a field name alone says it holds special-category data (built-in word list),
+    as stored or as displayed (a right-to-left override shows stored letters reversed)."""
+    if _RLO in name and _names_special_category(_as_displayed(name)):
+        return True
+    return _names_special_category(name)
+
+
+def _names_special_category(name: str) -> bool:
     spaced = _CAMEL.sub("_", _visible(name))
     tokens = [t for t in _NOT_WORD.split(fold_name(spaced)) if t]
     if any(t in _WORDS for t in tokens):
@@ -311,12 +384,18 @@ def _strings(event: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[tupl
     while stack:
         parent, key, node = stack.pop()
         if isinstance(node, str):
+            if _RLO in node:  # screened as shown too: a reversed card is a card on screen
+                texts.append((parent, key, _as_displayed(node)))
             texts.append((parent, key, node))
         elif isinstance(node, Mapping):
             where = parent if key is None else _label(parent, key)
             items = list(node.items())
             if where:  # the top level's keys are the schema's own field names
-                keys.extend((where, k) for k, _ in items if isinstance(k, str))
+                for k, _ in items:
+                    if isinstance(k, str):
+                        if _RLO in k:  # first as shown, so a refusal names what a reader sees
+                            keys.append((where, _as_displayed(k)))
+                        keys.append((where, k))
             stack.extend((where, k, v) for k, v in reversed(items))
         elif isinstance(node, (list, tuple)):
             where = parent if key is None else _label(parent, key)
@@ -359,10 +438,14 @@ def _category_reason(category: str) -> str:
 def screen(event: Mapping[str, Any], policy: GuardPolicy) -> Refusal | None:
     """The first reason this event must not be stored, or None.
 
-    Order: the purpose, then every map key (payment data in a name, a special-category name),
-    then every string value. Keys go first so that by the time a value is reported under
-    ``fields.<name>``, that name is known to be clean.
+    Order: the size (cheap, and it spares the scans below a megabyte of text), the purpose,
+    then every map key (payment data in a name, a special-category name), then every string
+    value. Keys go first so that by the time a value is reported under ``fields.<name>``, that
+    name is known to be clean.
     """
+    largest = _oversized(event)
+    if largest:
+        return Refusal("too_large", largest)
     purpose = event.get("purpose")
     kind = event.get("type")
     if "purpose" in event and not (isinstance(kind, str) and kind in PURPOSE_EXEMPT):
@@ -392,3 +475,93 @@ def screen(event: Mapping[str, Any], policy: GuardPolicy) -> Refusal | None:
 def _value_label(parent: str, key: Any) -> str:
     """Where a refused string sits: its own key under its parent, or the parent (a list)."""
     return (parent or "?") if key is None else _label(parent, key)
+
+
+# --- size -----------------------------------------------------------------------------------
+
+MAX_SEALED_BYTES = 512 * 1024
+"""The most an event may take on ``lifecycle.events`` once its personal fields are sealed.
+
+Kafka takes at most 1 MiB a message by default (producer and broker alike). An event that grows
+past that when sealed cannot be written: the send fails, the worker stops, and since the input
+offset never moves on, it stops again on every restart, with every subject behind it stalled.
+Half of that limit, because the subject's state, which holds the sealed fields beside the
+subject's other records, must still fit in one changelog message."""
+
+_SEAL_OVERHEAD = 12 + 16  # AES-GCM nonce and tag around every sealed value
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _b64_size(n: int) -> int:
+    return (4 * n + 2) // 3
+
+
+def sealed_size(event: Mapping[str, Any]) -> int:
+    """An upper bound on the event's Avro size once sealed: each value of ``fields`` grows by a
+    nonce and a tag, is base64-encoded and names its data key (``<subject_id>/<event_id>``)."""
+    return sum(_field_sizes(event).values())
+
+
+def _field_sizes(event: Mapping[str, Any]) -> dict[str, int]:
+    ids = (event.get("subject_id"), event.get("event_id"))
+    key_id = sum(_utf8_size(t) for t in ids if isinstance(t, str)) + 1
+    envelope = len("enc1:") + _b64_size(key_id) + 1 + 10  # + Avro length prefixes
+    sizes: dict[str, int] = {}
+    for name, value in event.items():
+        size = 10
+        if isinstance(value, str):
+            size += _utf8_size(value)
+        elif name == "fields" and isinstance(value, Mapping):
+            for k, v in value.items():
+                if isinstance(k, str) and isinstance(v, str):
+                    size += _utf8_size(k) + envelope + _b64_size(_utf8_size(v) + _SEAL_OVERHEAD)
+        sizes[str(name)] = size
+    return sizes
+
+
+def _oversized(event: Mapping[str, Any]) -> str:
+    """The field that takes most room when the event is too large to seal and send, or ""."""
+    sizes = _field_sizes(event)
+    if sum(sizes.values()) <= MAX_SEALED_BYTES:
+        return ""
+    name = max(sizes, key=sizes.__getitem__)
+    return name if _LABEL.fullmatch(name) else "?"
+
+
+# --- what a dead letter or a log line may repeat ----------------------------------------------
+
+
+def wrong_key(key: bytes | None, event: Mapping[str, Any]) -> Refusal | None:
+    """Why the message's Kafka key disqualifies it: a message must be keyed by its subject_id.
+
+    The key picks the partition, and only one partition per subject keeps a subject's events
+    in order (the erasure after the data it erases). A message keyed otherwise, or not at all,
+    may already have overtaken or fallen behind the subject's other events, which re-keying it
+    here could not undo; so it is refused, and its key is never repeated (it may be an email).
+    """
+    subject = event.get("subject_id")
+    if key is None:
+        return Refusal("missing_key", "key")
+    if not isinstance(subject, str) or key != subject.encode("utf-8", "surrogatepass"):
+        return Refusal("key_mismatch", "key")
+    return None
+
+
+def echoable(text: object) -> str:
+    """An id as a dead letter, its key or a log line may repeat it: unchanged, or "" when it
+    holds a card or bank account number or looks like an email address or phone number.
+
+    Ids are opaque tokens by contract, but only ``subject_id`` is checked for contact data, and
+    an event refused because its ``event_id`` is a card number must not be dead-lettered under
+    that number. A run of plain digits is kept: a sequence number, not a phone number.
+    """
+    if not isinstance(text, str):
+        return ""
+    if contains_payment_card(text, glued=True) or contains_iban(text):
+        return ""
+    if not (text.isascii() and text.isdigit()) and looks_like_contact_data(text):
+        return ""
+    return text

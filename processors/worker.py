@@ -30,15 +30,31 @@ from faust.streams import _current_event
 
 from processors import fold as lifecycle
 from processors.chain import GENESIS, link
-from processors.guard import screen
+from processors.guard import echoable, screen, wrong_key
 from processors.policy import Policy, load_policy
 from processors.shredding import SEALED_TYPES, Keyring, Keystore
 from schemas.contract import ContractError, validate
 from streams.codec import CodecError, decode, encode
 from streams.downstream import last_decision
+from streams.security import client_kwargs, faust_credentials
+from streams.logsafe import logging_config
 from streams.settings import Settings
 
 log = logging.getLogger("lifecycle.worker")
+
+STATE_MAX_BYTES = 16 * 1024 * 1024
+"""The largest subject state the worker can keep (one message on the state changelog)."""
+
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 16 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * 1024 * 1024,
+}
+"""Sizes of each table partition's RocksDB. faust opens one database per partition, each with
+memtables and a block cache of its own, and its defaults (up to 3 × 64 MB of memtables, a 2 GB
+block cache) are sized for a single database: across 4 partitions × 2 tables they let a worker
+recovering 1M subjects reach 1.9 GB, nearly all memtables filled by the changelog and blocks
+cached by the scan that rebuilds the deadline index (data the OS page cache holds anyway)."""
 
 
 class Clock:
@@ -63,7 +79,7 @@ def rejection(reason: str, field: str, event: dict | None, message: Any) -> byte
     return encode(
         {
             "type": "Rejection",
-            "event_id": str((event or {}).get("event_id", "")) if reason != "undecodable" else "",
+            "event_id": echoable((event or {}).get("event_id", "")) if reason != "undecodable" else "",
             "event_type": str((event or {}).get("type", "")),
             "reason": reason,
             "field": field,
@@ -90,6 +106,7 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=_brokers(settings.bootstrap),
+        broker_credentials=faust_credentials(settings),  # None: PLAINTEXT
         store=settings.store,
         datadir=str(settings.worker_dir),
         topic_partitions=settings.partitions,
@@ -102,6 +119,7 @@ def create_app(
         # partitions move on sooner and a restarted worker joins a group without ghosts
         broker_session_timeout=10.0,
         producer_acks=-1,
+        producer_max_request_size=STATE_MAX_BYTES + 64 * 1024,
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -123,6 +141,11 @@ def create_app(
         key_type=bytes,
         value_type=bytes,
         partitions=settings.partitions,
+        # a subject's whole state is one changelog message: Kafka's default 1 MB cap would
+        # stop the worker on the first subject with a long history (its offset never moves
+        # on, so it stops again on every restart)
+        extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)},
+        options=dict(ROCKSDB_OPTIONS),  # a copy: faust's store pops keys from the mapping it gets
     )
     # deadline index: (deadline, subject) for the subjects this worker folds; rebuilt after a
     # rebalance, so its cost is paid once per assignment, not on every timer wake-up
@@ -133,13 +156,14 @@ def create_app(
         value_type=bytes,
         partitions=settings.partitions,
         changelog_topic=topic("keys"),  # DESIGN's lifecycle.keys is this table's changelog
+        options=dict(ROCKSDB_OPTIONS),
     )
     keystore = Keystore(keys_table, keyring, encode, decode, clock.now)
     # head of each events partition's decision hash chain: read from the log's tail when a
     # partition is (re)assigned, then carried forward by every decision this worker writes
     chain_heads: dict[int, bytes] = {}
     folded_to: dict[int, int] = {}  # events partition -> offset of the last entry folded
-    index: list[tuple[int, bytes]] = []
+    index: list[bytes] = []  # heap of _index_entry(deadline, subject)
     pending_ticks: set[bytes] = set()
 
     def send(channel: faust.TopicT, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> Any:
@@ -150,7 +174,7 @@ def create_app(
         if head is None:
             loop = asyncio.get_running_loop()
             found = await loop.run_in_executor(
-                None, last_decision, settings.bootstrap, settings.topic("events"), partition
+                None, last_decision, settings.bootstrap, settings.topic("events"), partition, 512, client_kwargs(settings)
             )
             head = chain_heads[partition] = found or GENESIS
         return head
@@ -217,14 +241,21 @@ def create_app(
                 sent += await emit(outputs, partition)
         if sent:
             await asyncio.gather(*sent)
+        owned = app.consumer.assignment()
         for key, (state, faust_event) in states.items():
+            if faust_event.message.tp not in owned:
+                # the partition moved to another worker while this batch was out: that
+                # worker folds these events again from the last commit (the outputs sent here
+                # are the same, and idempotent), so writing a state it did not read would
+                # only race its own
+                continue
             # the table writes to the changelog partition of the "current" event: the one
             # that last touched this subject, whose partition is the subject's
             _make_current(faust_event)
             subjects[key] = orjson.dumps(state)
             due = lifecycle.next_deadline(state)
             if due is not None:
-                heapq.heappush(index, (due, key))
+                heapq.heappush(index, _index_entry(due, key))
 
     @app.agent(ingest)
     async def guard(stream: faust.StreamT) -> None:
@@ -240,10 +271,10 @@ def create_app(
                 log.warning("dead letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
                 send(rejected, b"", rejection(exc.code, exc.field, None, msg))
                 continue
-            refusal = screen(event, policy)
+            refusal = wrong_key(msg.key, event) or screen(event, policy)
             if refusal is not None:
-                log.info("refused %s %s: %s in %s", event["type"], event["event_id"], refusal.reason, refusal.field)
-                send(rejected, event["subject_id"].encode(), rejection(refusal.reason, refusal.field, event, msg))
+                log.info("refused %s %s: %s in %s", event["type"], echoable(event["event_id"]), refusal.reason, refusal.field)
+                send(rejected, echoable(event["subject_id"]).encode(), rejection(refusal.reason, refusal.field, event, msg))
                 continue
             if event["type"] in SEALED_TYPES and _already_folded(subjects.get(event["subject_id"].encode()), event["event_id"]):
                 # a redelivery of an event the fold has taken: appending it again would only
@@ -300,8 +331,8 @@ def create_app(
     @app.timer(settings.timer_interval)
     async def retention_timer() -> None:
         now = clock.now()
-        while index and index[0][0] <= now:
-            _, key = heapq.heappop(index)
+        while index and _index_due(index[0]) <= now:
+            key = heapq.heappop(index)[_DUE_BYTES:]
             if key in pending_ticks:
                 continue
             raw = subjects.get(key)
@@ -326,7 +357,7 @@ def create_app(
             if raw:
                 due = lifecycle.next_deadline(orjson.loads(raw))
                 if due is not None:
-                    index.append((due, key))
+                    index.append(_index_entry(due, key))
         heapq.heapify(index)
 
     expected = f"Bearer {settings.token()}".encode()
@@ -384,7 +415,9 @@ def committed_positions(settings: Settings) -> dict[int, int]:
 
     from streams.runner import group_offsets
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-positions")
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-positions", **client_kwargs(settings)
+    )
     try:
         offsets = group_offsets(admin, settings.app_id)
     except KafkaError:
@@ -405,6 +438,24 @@ def _make_current(event: Any) -> None:
     _current_event.set(weakref.ref(event))
 
 
+_DUE_BYTES = 8
+_DUE_BIAS = 1 << 63  # any signed 64-bit deadline, still ordered as unsigned bytes
+
+
+def _index_entry(due: int, key: bytes) -> bytes:
+    """One deadline-index entry: the deadline in fixed-width big-endian, then the subject key.
+
+    Why: the index holds one entry per subject with a deadline, a million on a big worker. A
+    (deadline, key) tuple costs a tuple, an int and the key (~140 bytes each); one bytes object
+    ~60. Compared as bytes, entries order exactly as the tuples did: by deadline, then key.
+    """
+    return (due + _DUE_BIAS).to_bytes(_DUE_BYTES, "big") + key
+
+
+def _index_due(entry: bytes) -> int:
+    return int.from_bytes(entry[:_DUE_BYTES], "big") - _DUE_BIAS
+
+
 def _already_folded(raw_state: bytes | None, event_id: str) -> bool:
     return bool(raw_state) and event_id in orjson.loads(raw_state)["seen"]  # type: ignore[arg-type]
 
@@ -420,7 +471,8 @@ def run(settings: Settings | None = None, loglevel: str = "info", dev: bool = Fa
     running = _claim_state_dir(settings)
     app = create_app(settings, dev=dev)
     try:
-        Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+        # the Kafka clients' debug output holds message values: see streams.logsafe
+        Worker(app, loglevel=loglevel, quiet=True, logging_config=logging_config()).execute_from_commandline()
     finally:
         running.unlink(missing_ok=True)  # a clean stop: the local state matches what was sent
 

@@ -1,8 +1,9 @@
 """``lifecycle publish``: JSON lines in, Avro on ``lifecycle.ingest`` out, keyed by subject.
 
 A line is published whole or not at all (one line is one Kafka message), and a bad line is
-reported by number and reason without stopping the good lines behind it. The reason never
-quotes the line: it may hold personal data.
+reported by number and reason without stopping the good lines behind it: one the contract
+refuses, and one the producer refuses (too large for a Kafka message) or cannot deliver. The
+reason never quotes the line: it may hold personal data.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import IO, Iterable
 
 from schemas.contract import ContractError, parse_line
-from streams.codec import encode
+from streams.codec import CodecError, encode
 from streams.settings import Settings
 
 
@@ -52,10 +53,15 @@ def publish_lines(lines: Iterable[str | bytes], settings: Settings) -> PublishRe
             try:
                 event = parse_line(line)
                 value = encode(event)
-            except ContractError as exc:
+            except (ContractError, CodecError) as exc:  # neither quotes the line
                 report.bad.append((number, str(exc)))
                 continue
-            sent.append((number, prod.send(topic, key=event["subject_id"].encode(), value=value)))
+            try:
+                future = prod.send(topic, key=event["subject_id"].encode(), value=value)
+            except Exception as exc:  # noqa: BLE001 - refused before it left: this line only
+                report.failed.append((number, _not_sent(exc, value)))
+                continue
+            sent.append((number, future))
         prod.flush()
         for number, fut in sent:
             try:
@@ -68,6 +74,17 @@ def publish_lines(lines: Iterable[str | bytes], settings: Settings) -> PublishRe
     return report
 
 
+def _not_sent(exc: Exception, value: bytes | None) -> str:
+    """Why the producer refused a line before sending it, without quoting it. The usual case
+    is a line larger than a Kafka message may be (1 MiB by default), which the contract
+    cannot know: the cluster decides."""
+    from kafka.errors import MessageSizeTooLargeError
+
+    if isinstance(exc, MessageSizeTooLargeError):
+        return f"too large to publish: {len(value or b''):,} bytes as Avro, more than a Kafka message may hold"
+    return f"not published: {type(exc).__name__}"
+
+
 def main_publish(path: str, settings: Settings, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
     if path == "-":
         report = publish_lines(sys.stdin.buffer, settings)
@@ -78,7 +95,7 @@ def main_publish(path: str, settings: Settings, out: IO[str] = sys.stdout, err: 
         except OSError as exc:
             print(f"error: cannot read {path}: {exc.strerror}", file=err)
             return 2
-    for number, reason in report.bad + report.failed:
+    for number, reason in sorted(report.bad + report.failed):
         print(f"line {number}: {reason}", file=err)
     bad = len(report.bad) + len(report.failed)
     print(f"published {report.published} events to {settings.topic('ingest')}" + (f", {bad} bad lines" if bad else ""), file=out)
