@@ -8,8 +8,9 @@ Reads every partition from the beginning to the end offsets it finds at start (o
 ``--until``, by the time Kafka appended each entry), hands them to ``processors.audit`` and
 ``lifecycle.keys`` to the key checks, prints the report, and exits 1 on any mismatch.
 
-The consumer is kafka-python with large fetches and no consumer group: the replay is a
-read-only scan that commits nothing and disturbs no one.
+The scans use librdkafka (``streams.fastread``: twice kafka-python's rate on the same topic)
+with large fetches and no consumer group: the replay is a read-only scan that commits
+nothing and disturbs no one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from processors.fold import DECISION_TYPES, export
 from processors.policy import load_policy
 from schemas import BY_NAME
 from streams.codec import CodecError, decode, encode
+from streams.fastread import latest_values, read_all
 from streams.settings import Settings
 
 TIMER_DECISIONS = ("RetentionExpired", "DeadlineMissed")
@@ -36,56 +38,13 @@ def read_partitions(
     settings: Settings, name: str, until_ms: int | None = None, progress: Callable[[int, int], None] | None = None
 ) -> dict[int, list[Entry]]:
     """Every entry of ``lifecycle.<name>`` up to its end offsets at the time of the call."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    topic = settings.topic(name)
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap.split(","),
-        enable_auto_commit=False,
-        client_id="lifecycle-replay",
-        max_poll_records=50_000,
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        receive_buffer_bytes=4 * 1024 * 1024,
-    )
-    try:
-        parts = sorted(consumer.partitions_for_topic(topic) or ())
-        tps = [TopicPartition(topic, p) for p in parts]
-        out: dict[int, list[Entry]] = {p: [] for p in parts}
-        if not tps:
-            return out
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        begin = consumer.beginning_offsets(tps)
-        total = sum(end[tp] - begin[tp] for tp in tps)
-        remaining = {tp for tp in tps if end[tp] > begin[tp]}
-        done = 0
-        while remaining:
-            for tp, msgs in consumer.poll(timeout_ms=1000).items():
-                bucket = out[tp.partition]
-                stop = end[tp]
-                for m in msgs:
-                    if m.offset >= stop:
-                        break
-                    if until_ms is not None and m.timestamp >= until_ms:
-                        continue
-                    bucket.append((m.offset, m.timestamp, m.value))
-                done += len(msgs)
-            remaining = {tp for tp in remaining if consumer.position(tp) < end[tp]}
-            if progress is not None:
-                progress(min(done, total), total)
-        return out
-    finally:
-        consumer.close()
+    return read_all(settings, name, until_ms, progress)
 
 
 def live_keys(settings: Settings) -> dict[str, bytes]:
     """key id -> WrappedKey bytes, for every data key ``lifecycle.keys`` still holds."""
-    from streams.downstream import latest_by_key, read_topic
-
-    latest = latest_by_key(read_topic(settings, "keys", timeout_s=60))
-    return {k.decode("utf-8", "replace"): e.value for k, e in latest.items() if e.value is not None}
+    latest = latest_values(settings, "keys")
+    return {k.decode("utf-8", "replace"): v for k, v in latest.items() if v is not None}
 
 
 def _decode(value: bytes, partition: int, offset: int) -> dict:
