@@ -48,6 +48,7 @@ from processors.policy import Policy, load_policy
 from processors.shredding import new_master_key_text
 from schemas.contract import ContractError, validate
 from streams.codec import decode, encode
+from streams.security import client_kwargs
 from streams.settings import Settings
 
 CARD = "4111 1111 1111 1111"
@@ -107,7 +108,8 @@ def _producer(settings: Settings) -> Any:
     from kafka import KafkaProducer
 
     return KafkaProducer(
-        bootstrap_servers=settings.bootstrap.split(","), linger_ms=20, batch_size=512 * 1024, acks="all", client_id="lifecycle-bench"
+        bootstrap_servers=settings.bootstrap.split(","), linger_ms=20, batch_size=512 * 1024, acks="all", client_id="lifecycle-bench",
+        **client_kwargs(settings),
     )
 
 
@@ -132,6 +134,7 @@ def consume_rate(settings: Settings, name: str) -> tuple[float, int]:
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap.split(","), enable_auto_commit=False, client_id="lifecycle-bench",
         max_poll_records=50_000, fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
+        **client_kwargs(settings),
     )  # fmt: skip
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -183,7 +186,7 @@ def _committed(settings: Settings) -> int:
 
     from streams.runner import group_offsets
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-bench")
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-bench", **client_kwargs(settings))
     try:
         offsets = group_offsets(admin, settings.app_id)
     except Exception:  # noqa: BLE001 - the group or its coordinator does not exist yet
@@ -250,7 +253,10 @@ def erasure_latency(settings: Settings, rate: float, seconds: float, n_subjects:
     stop = threading.Event()
 
     def watch() -> None:
-        consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), enable_auto_commit=False, client_id="lifecycle-bench-watch")
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap.split(","), enable_auto_commit=False, client_id="lifecycle-bench-watch",
+            **client_kwargs(settings),
+        )
         tps = [
             TopicPartition(settings.topic(name), p)
             for name in ("records", "consent")
@@ -371,7 +377,7 @@ def memory(settings: Settings, subjects: int, logs: Path, timeout: float) -> flo
     changelog = f"{settings.app_id}-subjects-changelog"
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","))
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), **client_kwargs(settings))
     try:
         admin.create_topics([NewTopic(changelog, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"})])
     finally:

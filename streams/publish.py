@@ -31,6 +31,8 @@ class PublishReport:
 def producer(settings: Settings):  # type: ignore[no-untyped-def]
     from kafka import KafkaProducer
 
+    from streams.security import client_kwargs
+
     # kafka-python 3.x defaults to an idempotent producer with acks=all; we only batch a little
     return KafkaProducer(
         bootstrap_servers=settings.bootstrap.split(","),
@@ -38,6 +40,7 @@ def producer(settings: Settings):  # type: ignore[no-untyped-def]
         acks="all",
         linger_ms=5,
         retries=2147483647,
+        **client_kwargs(settings),
     )
 
 

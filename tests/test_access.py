@@ -82,6 +82,14 @@ def test_upstream_writes_ingest(secure_kafka: Settings) -> None:
 
 
 @pytest.mark.integration
+def test_upstream_publishes_lines_with_the_publish_command_library(secure_kafka: Settings) -> None:
+    from streams.publish import publish_lines
+
+    report = publish_lines(SAMPLE.read_text().splitlines()[:3], as_(secure_kafka, "upstream"))
+    assert report.ok and report.published == 3
+
+
+@pytest.mark.integration
 def test_downstream_copies_records_and_consent_and_acknowledges(secure_kafka: Settings, tmp_path: Path) -> None:
     s = as_(secure_kafka, "downstream")
     assert read_topic(s, "records") == [] and read_topic(s, "consent") == []
