@@ -43,7 +43,7 @@ from schemas.contract import parse_line
 from streams import acls, broker, security
 from streams.codec import encode
 from streams.downstream import decoded_events, read_topic
-from streams.replay import live_keys, read_partitions
+from streams.replay import live_keys, read_partitions, run_replay
 from streams.runner import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings, SettingsError
 from streams.sink import SqliteSink, run_sink
@@ -337,6 +337,12 @@ def test_worker_runs_over_sasl_ssl_end_to_end(secure_kafka: Settings, tmp_path: 
     assert live_keys(as_(s, "worker"))  # what `lifecycle keys rotate` scans, as the worker
     logged = {e["event_id"] for e in decoded_events(read_topic(as_(s, "auditor"), "events"))}
     refused = {e["event_id"] for e in decoded_events(read_topic(admin, "rejected"))}  # the sample's forbidden data
+    # the auditor replays the log: every decision re-derived, the key checks left to the worker's side
+    report, _ = run_replay(as_(s, "auditor"))
+    assert report["mismatch_count"] == 0 and report["decisions_rederived"] == report["decisions_recorded"] > 0
+    assert report["key_checks"].startswith("skipped") and report["erasures_proven"] is None
+    full, _ = run_replay(as_(s, "worker"))
+    assert full["key_checks"] == "done" and full["erasures_proven"] == full["erasures"] > 0
     assert refused and logged | refused >= {json.loads(line)["event_id"] for line in lines}
     text = log.read_text()
     assert "Authenticated as worker" in text and "AuthorizationFailed" not in text
