@@ -50,6 +50,15 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free pair of adjacent ports on 127.0.0.1")
 
 
+def local_broker_settings(home: Path, **changes: object) -> Settings:
+    """Settings for a local broker of the tests' own: a free port pair, data in ``home``, the
+    user's jar cache (a fresh cache would fetch the jars again)."""
+    port = _free_port_pair()
+    shared = ("LIFECYCLE_CACHE", "XDG_CACHE_HOME", "LIFECYCLE_KAFKA_VERSION")
+    base = Settings.from_env({k: v for k, v in os.environ.items() if k in shared})
+    return dataclasses.replace(base, home=home, broker_port=port, bootstrap=f"127.0.0.1:{port}", **changes)  # type: ignore[arg-type]
+
+
 def _docker_answers() -> bool:
     """A quick ``/_ping``; done by hand on a unix socket because the Docker SDK leaks its socket
     when no engine listens (a ResourceWarning, an error under ``-W error``)."""
@@ -154,15 +163,7 @@ def kafka_bootstrap(
 
     from streams import broker
 
-    port = _free_port_pair()
-    shared = ("LIFECYCLE_CACHE", "XDG_CACHE_HOME", "LIFECYCLE_KAFKA_VERSION")  # the user's jar cache
-    base = Settings.from_env({k: v for k, v in os.environ.items() if k in shared})
-    settings = dataclasses.replace(
-        base,
-        home=tmp_path_factory.mktemp("kafka-home"),
-        broker_port=port,
-        bootstrap=f"127.0.0.1:{port}",
-    )
+    settings = local_broker_settings(tmp_path_factory.mktemp("kafka-home"))
     status = broker.start(settings, progress)
     _DATA_DIRS[status.bootstrap] = status.data_dir
     try:
@@ -235,18 +236,9 @@ def secure_kafka(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         if reporter is not None:
             reporter.write_line(f"[kafka --secure] {line}")
 
-    port = _free_port_pair()
     tag = uuid.uuid4().hex[:8]
-    shared = ("LIFECYCLE_CACHE", "XDG_CACHE_HOME", "LIFECYCLE_KAFKA_VERSION")  # the user's jar cache
-    base = Settings.from_env({k: v for k, v in os.environ.items() if k in shared})
-    settings = dataclasses.replace(
-        base,
-        home=tmp_path_factory.mktemp("secure-kafka-home"),
-        broker_port=port,
-        bootstrap=f"127.0.0.1:{port}",
-        topic_prefix=f"t{tag}.",
-        app_id=f"test-{tag}",
-        partitions=4,
+    settings = local_broker_settings(
+        tmp_path_factory.mktemp("secure-kafka-home"), topic_prefix=f"t{tag}.", app_id=f"test-{tag}", partitions=4
     )
     broker.start(settings, progress, secure=True)
     try:

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,23 +32,15 @@ from streams.runner import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
+from conftest import local_broker_settings
+
 pytestmark = pytest.mark.integration
 
 
-def _free_port(pair: bool = False) -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if not pair:
-            return port
-        try:
-            with socket.socket() as a:
-                a.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free pair of adjacent ports")
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _assert_exact(settings: Settings, events: list[dict]) -> int:
@@ -111,15 +101,9 @@ class Publisher(threading.Thread):
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[Settings]:
     """A broker of this test's own, since the test stops and restarts it."""
-    shared = ("LIFECYCLE_CACHE", "XDG_CACHE_HOME", "LIFECYCLE_KAFKA_VERSION")  # the jar cache
-    base = Settings.from_env({k: v for k, v in os.environ.items() if k in shared})
-    port = _free_port(pair=True)
     web = _free_port()
-    s = dataclasses.replace(
-        base,
-        home=tmp_path / "home",
-        broker_port=port,
-        bootstrap=f"127.0.0.1:{port}",
+    s = local_broker_settings(
+        tmp_path / "home",
         web_port=web,
         worker_url=f"http://127.0.0.1:{web}",
         master_key=new_master_key_text(),
