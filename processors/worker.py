@@ -135,35 +135,31 @@ def create_app(
     ingest, events, rejected = topic("ingest"), topic("events"), topic("rejected")
     records, consent, acks = topic("records"), topic("consent"), topic("acks")
     ticks = topic("ticks")
-    subjects = app.Table(
-        "subjects",
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        # a subject's whole state is one changelog message: Kafka's default 1 MB cap would
-        # stop the worker on the first subject with a long history (its offset never moves
-        # on, so it stops again on every restart)
-        extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)},
-        options=dict(ROCKSDB_OPTIONS),  # a copy: faust's store pops keys from the mapping it gets
-    )
-    # deadline index: (deadline, subject) for the subjects this worker folds; rebuilt after a
-    # rebalance, so its cost is paid once per assignment, not on every timer wake-up
-    keys_table = app.Table(
-        "keys",
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        changelog_topic=topic("keys"),  # DESIGN's lifecycle.keys is this table's changelog
-        options=dict(ROCKSDB_OPTIONS),
-    )
+    def table(name: str, **kw: Any) -> Any:
+        return app.Table(
+            name,
+            default=None,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            options=dict(ROCKSDB_OPTIONS),  # a copy: faust's store pops keys from the mapping it gets
+            **kw,
+        )
+
+    # a subject's whole state is one changelog message: Kafka's default 1 MB cap would stop
+    # the worker on the first subject with a long history (its offset never moves on, so it
+    # stops again on every restart)
+    subjects = table("subjects", extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)})
+    keys_table = table("keys", changelog_topic=topic("keys"))  # DESIGN's lifecycle.keys is its changelog
     keystore = Keystore(keys_table, keyring, encode, decode, clock.now)
     # head of each events partition's decision hash chain: read from the log's tail when a
     # partition is (re)assigned, then carried forward by every decision this worker writes
     chain_heads: dict[int, bytes] = {}
     folded_to: dict[int, int] = {}  # events partition -> offset of the last entry folded
-    index: list[bytes] = []  # heap of _index_entry(deadline, subject)
+    # deadline index: a heap of _index_entry(deadline, subject) for the subjects this worker
+    # folds; rebuilt after a rebalance, so its cost is paid once per assignment, not on every
+    # timer wake-up
+    index: list[bytes] = []
     pending_ticks: set[bytes] = set()
 
     def send(channel: faust.TopicT, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> Any:
