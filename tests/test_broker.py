@@ -22,33 +22,12 @@ from streams import broker, topics
 from streams.broker import BrokerError
 from streams.settings import Settings
 
-
-def _free_port_pair() -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free pair of adjacent ports")
+from conftest import local_broker_settings
 
 
-def _local(tmp_path: Path, port: int | None = None) -> Settings:
+def _local(tmp_path: Path) -> Settings:
     """A private home and port pair, but the user's jar cache (so jars are fetched once per machine)."""
-    cache_env = {k: v for k, v in os.environ.items() if k in ("LIFECYCLE_CACHE", "XDG_CACHE_HOME")}
-    port = port or _free_port_pair()
-    return dataclasses.replace(
-        Settings.from_env(cache_env),
-        home=tmp_path / "home",
-        broker_port=port,
-        bootstrap=f"127.0.0.1:{port}",
-        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
-    )
+    return local_broker_settings(tmp_path / "home", topic_prefix=f"t{uuid.uuid4().hex[:8]}.")
 
 
 def _use_env(monkeypatch: pytest.MonkeyPatch, s: Settings) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -32,15 +31,9 @@ from streams.runner import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-from conftest import local_broker_settings
+from conftest import _free_port_pair, local_broker_settings
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _assert_exact(settings: Settings, events: list[dict]) -> int:
@@ -101,7 +94,7 @@ class Publisher(threading.Thread):
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[Settings]:
     """A broker of this test's own, since the test stops and restarts it."""
-    web = _free_port()
+    web = _free_port_pair()
     s = local_broker_settings(
         tmp_path / "home",
         web_port=web,
@@ -186,7 +179,7 @@ def test_two_workers_split_the_partitions_and_the_survivor_takes_over_a_killed_o
     fill(s, "ingest", [(e["subject_id"].encode(), encode(e)) for e in first])  # type: ignore[misc]
 
     def worker(i: int) -> Any:
-        own = dataclasses.replace(s, home=s.home / f"w{i}", web_port=_free_port())
+        own = dataclasses.replace(s, home=s.home / f"w{i}", web_port=_free_port_pair())
         return spawn_worker(own, tmp_path / f"worker-{i}.log")
 
     survivor = worker(0)
