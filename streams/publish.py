@@ -100,6 +100,10 @@ def main_publish(path: str, settings: Settings, out: IO[str] = sys.stdout, err: 
             return 2
     for number, reason in sorted(report.bad + report.failed):
         print(f"line {number}: {reason}", file=err)
-    bad = len(report.bad) + len(report.failed)
-    print(f"published {report.published} events to {settings.topic('ingest')}" + (f", {bad} bad lines" if bad else ""), file=out)
+    summary = f"published {report.published} events to {settings.topic('ingest')}"
+    if report.bad:
+        summary += f", {len(report.bad)} bad lines"
+    if report.failed:
+        summary += f", {len(report.failed)} lines not published"
+    print(summary, file=out)
     return 0 if report.ok else 1
