@@ -26,12 +26,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from streams.fastread import SCAN_GROUP  # the replay scans find its coordinator: DESCRIBE only
 from streams.settings import Settings
-
-
-SCAN_GROUP = "lifecycle-replay-unused"
-"""The group ``streams.fastread`` names (``<client.id>-unused``); DESCRIBE lets it find the
-coordinator, and without READ nothing can be committed there."""
 
 
 class AclError(Exception):

@@ -16,18 +16,22 @@ from streams.settings import Settings
 
 Entry = tuple[int, int, bytes | None]  # offset, Kafka timestamp (ms), value
 
+CLIENT_ID = "lifecycle-replay"
+SCAN_GROUP = f"{CLIENT_ID}-unused"
+"""librdkafka wants a group even for assigned partitions; none is joined or committed to, but
+finding its coordinator needs DESCRIBE on it (``streams.acls`` grants that)."""
+
 
 class ReadError(RuntimeError):
     """The broker refused a read, or failed one: the message says which topic and why."""
 
 
-def consumer_config(settings: Settings, client_id: str) -> dict[str, Any]:
+def consumer_config(settings: Settings) -> dict[str, Any]:
     """librdkafka settings equivalent to the project's kafka-python clients."""
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap,
-        "client.id": client_id,
-        # librdkafka wants a group even for assigned partitions; none is joined or committed to
-        "group.id": f"{client_id}-unused",
+        "client.id": CLIENT_ID,
+        "group.id": SCAN_GROUP,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
@@ -93,7 +97,7 @@ def _scan(
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
     topic = settings.topic(name)
-    consumer = Consumer(consumer_config(settings, "lifecycle-replay"))
+    consumer = Consumer(consumer_config(settings))
     try:
         try:
             meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
