@@ -1,1 +1,1 @@
-"""The lifecycle logic: pure rules (policy, guard, fold) and the thin Faust agents that run them."""
+"""The lifecycle logic: pure rules (policy, guard, fold) and the worker loop that runs them."""

@@ -10,8 +10,8 @@ password exposes one role, not the pipeline.
   offsets in groups of their own (``<app_id>-sink-*``, see ``streams/sink.py``).
 - ``auditor`` replays the log of record: READ ``lifecycle.events``, nothing else.
 - ``worker`` is the pipeline: its input and output topics, ``lifecycle.keys`` (the wrapped
-  data keys, which no one else reads or writes), its consumer group and the internal topics
-  faust names after the app id (``<app_id>-subjects-changelog``, the assignor's leader topic).
+  data keys, which no one else reads or writes), its consumer group and the subjects' state
+  changelog it creates, named after the app id (``<app_id>-subjects-changelog``).
 - ``admin`` is a super user in the broker's config (it creates the topics and these ACLs),
   so it needs no entry here.
 - The whole-topic scans of ``streams/fastread.py`` (the replay, ``keys rotate``) run on
@@ -46,8 +46,8 @@ class Grant:
 def grants(settings: Settings) -> list[Grant]:
     t = settings.topic
     app = settings.app_id
-    worker_reads = ("ingest", "events", "keys", "acks", "ticks")
-    worker_writes = ("events", "rejected", "records", "consent", "keys", "ticks")
+    worker_reads = ("ingest", "events", "keys", "acks")
+    worker_writes = ("events", "rejected", "records", "consent", "keys")
     return [
         Grant("upstream", "topic", t("ingest"), "WRITE"),
         Grant("downstream", "topic", t("records"), "READ"),
@@ -59,7 +59,7 @@ def grants(settings: Settings) -> list[Grant]:
         Grant("worker", "group", SCAN_GROUP, "DESCRIBE"),
         *(Grant("worker", "topic", t(n), "READ") for n in worker_reads),
         *(Grant("worker", "topic", t(n), "WRITE") for n in worker_writes),
-        # faust creates these itself (table changelogs, the assignor's leader topic)
+        # the state changelog, created by the worker itself
         *(Grant("worker", "topic", f"{app}-", op, prefixed=True) for op in ("CREATE", "READ", "WRITE")),
         Grant("worker", "group", app, "READ"),
     ]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -160,22 +161,13 @@ def _free_port() -> int:
 
 
 def _workers(settings: Settings, count: int, logs: Path) -> list[Any]:
-    """``count`` worker processes with homes and web ports of their own.
-
-    A second worker starts only once the first has committed an offset: one joining within
-    the first seconds of another's start was seen to sit idle on the partitions handed to it
-    (faust's hand-over before the first commit); staggered, the hand-over is an ordinary one.
-    """
+    """``count`` worker processes with homes and web ports of their own, started together."""
     from streams.runner import spawn_worker
 
     procs = []
     for i in range(count):
-        if i:
-            deadline = time.monotonic() + 60
-            while _committed(settings) == 0 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(3.0)  # one commit interval: every partition the first worker owns has one
-        own = dataclasses.replace(settings, home=settings.home / f"w{i}", web_port=_free_port())
+        port = _free_port()
+        own = dataclasses.replace(settings, home=settings.home / f"w{i}", web_port=port, worker_url=f"http://127.0.0.1:{port}")
         procs.append(spawn_worker(own, logs / f"worker-{i}.log"))
     return procs
 
@@ -196,9 +188,23 @@ def _committed(settings: Settings) -> int:
     return sum(m.offset for tp, m in offsets.items() if tp.topic == settings.topic("ingest") and m.offset > 0)
 
 
-def pipeline_rate(settings: Settings, n_ingest: int, workers: int, logs: Path, timeout: float) -> float:
+def _cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds used so far by one process, or (None) by the whole machine (Linux /proc)."""
+    try:
+        if pid is None:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+            busy = sum(int(x) for x in fields) - int(fields[3]) - int(fields[4])  # all but idle, iowait
+            return busy / os.sysconf("SC_CLK_TCK")
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def pipeline_rate(settings: Settings, n_ingest: int, workers: int, logs: Path, timeout: float) -> tuple[float, dict[str, float]]:
     """Upstream events per second through a pre-filled ingest topic, from the first committed
-    offset to the moment nothing is left to fold."""
+    offset to the moment nothing is left to fold; and the cores the workers and the whole
+    machine kept busy meanwhile, which says whether more workers could help at all."""
     from streams.runner import lag, stop_worker
 
     procs = _workers(settings, workers, logs)
@@ -209,13 +215,16 @@ def pipeline_rate(settings: Settings, n_ingest: int, workers: int, logs: Path, t
                 raise RuntimeError(f"the worker did not start (see {logs})")
             time.sleep(0.05)
         t0 = time.monotonic()
+        cpu0 = [_cpu_seconds(p.pid) for p in procs], _cpu_seconds()
         zero = 0
         while zero < 2:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the pipeline did not catch up within {timeout:.0f} s (lag {lag(settings)})")
             zero = zero + 1 if lag(settings) == 0 else 0
             time.sleep(0.25)
-        return n_ingest / (time.monotonic() - t0)
+        wall = time.monotonic() - t0
+        used = sum(_cpu_seconds(p.pid) for p in procs) - sum(cpu0[0]), _cpu_seconds() - cpu0[1]
+        return n_ingest / wall, {"workers_cores": used[0] / wall, "machine_cores": used[1] / wall}
     finally:
         for p in procs:
             stop_worker(p)
@@ -400,7 +409,7 @@ def memory(settings: Settings, subjects: int, logs: Path, timeout: float) -> flo
         while time.monotonic() < deadline and proc.poll() is None:
             text = status.read_text()
             peak = max(peak, int(text.split("VmHWM:")[1].split()[0]) / 1024)
-            if (logs / "worker-memory.log").read_text(errors="replace").count("Worker ready"):
+            if (logs / "worker-memory.log").read_text(errors="replace").count("worker ready"):
                 ready = True
                 break
             time.sleep(0.5)
@@ -465,7 +474,7 @@ def run(base: Settings, sizes: Sizes, workdir: Path) -> dict[str, Any]:
         _say(f"bench: pipeline with {count} worker(s) ...")
         s = fresh(f"p{count}")
         fill(s, "ingest", wire)  # type: ignore[arg-type]
-        out[f"pipeline_{count}_eps"] = pipeline_rate(s, len(wire), count, workdir / f"p{count}", sizes.timeout)
+        out[f"pipeline_{count}_eps"], out[f"pipeline_{count}_cpu"] = pipeline_rate(s, len(wire), count, workdir / f"p{count}", sizes.timeout)
         if count == 1:
             _say("bench: checking the downstream topics against the pure fold ...")
             out["correct"], out["wrong"] = check_correct(s, events, policy)
@@ -521,12 +530,15 @@ def table(r: dict[str, Any]) -> str:
     def f(x: float | None) -> str:
         return "-" if x is None else f"{x:,.0f}"
 
+    def cores(cpu: dict[str, float]) -> str:
+        return f"cores busy: workers {cpu['workers_cores']:.2f}, machine {cpu['machine_cores']:.2f} of {os.cpu_count()}"
+
     rows = [
         ("history", f"{r['events']:,} events, {r['subjects']:,} subjects", ""),
         ("limit: kafka-python produce", f"{f(r['limit_produce_eps'])} ev/s", ""),
         ("limit: kafka-python consume", f"{f(r['limit_consume_eps'])} ev/s", ""),
-        ("pipeline, 1 worker", f"{f(r['pipeline_1_eps'])} ev/s", ""),
-        ("pipeline, 2 workers", f"{f(r['pipeline_2_eps'])} ev/s", "target 25,000"),
+        ("pipeline, 1 worker", f"{f(r['pipeline_1_eps'])} ev/s, {cores(r['pipeline_1_cpu'])}", ""),
+        ("pipeline, 2 workers", f"{f(r['pipeline_2_eps'])} ev/s, {cores(r['pipeline_2_cpu'])}", "target 25,000"),
         ("ratio pipeline / limit", f"{r['ratio_pipeline_limit']:.3f}", "target 0.5"),
         ("erasure latency p50 / p99 / max", f"{f(lat['p50'])} / {f(lat['p99'])} / {f(lat['max'])} ms ({lat['count']} erasures)", "target p99 500 ms"),
         ("replay", f"{f(r['replay_eps'])} ev/s over {r['replay_events']:,} entries, {r['replay_mismatches']} mismatches", "target 100,000"),

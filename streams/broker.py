@@ -438,8 +438,8 @@ log.cleaner.backoff.ms=5000
 # Time-based retention is checked every 10 s (default 5 min), so lifecycle.ingest, the only
 # topic holding plaintext personal data, is emptied within its retention.ms plus seconds.
 log.retention.check.interval.ms=10000
-# Kept on: faust creates some internal topics by producing or subscribing to them. Our own
-# topics never depend on it, ensure_topics creates them with their configs before any worker.
+# Kafka's default, kept: our own topics never depend on it (ensure_topics and the worker create
+# them with their configs before anyone uses them).
 auto.create.topics.enable=true
 num.partitions={settings.partitions}
 

@@ -26,6 +26,20 @@ class ReadError(RuntimeError):
     """The broker refused a read, or failed one: the message says which topic and why."""
 
 
+def librdkafka_security(settings: Settings) -> dict[str, Any]:
+    """The project's kafka-python security options in librdkafka's words (empty: PLAINTEXT)."""
+    kw = client_kwargs(settings)
+    if not kw:
+        return {}
+    return {
+        "security.protocol": kw["security_protocol"],
+        "sasl.mechanism": kw["sasl_mechanism"],
+        "sasl.username": kw["sasl_plain_username"],
+        "sasl.password": kw["sasl_plain_password"],
+        "ssl.ca.location": kw["ssl_cafile"],
+    }
+
+
 def consumer_config(settings: Settings) -> dict[str, Any]:
     """librdkafka settings equivalent to the project's kafka-python clients."""
     conf: dict[str, Any] = {
@@ -42,17 +56,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "fetch.wait.max.ms": 10,
         "log_level": 3,  # errors only: the client's own chatter is not the auditor's business
     }
-    kw = client_kwargs(settings)
-    if kw:
-        conf.update(
-            {
-                "security.protocol": kw["security_protocol"],
-                "sasl.mechanism": kw["sasl_mechanism"],
-                "sasl.username": kw["sasl_plain_username"],
-                "sasl.password": kw["sasl_plain_password"],
-                "ssl.ca.location": kw["ssl_cafile"],
-            }
-        )
+    conf.update(librdkafka_security(settings))
     return conf
 
 

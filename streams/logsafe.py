@@ -1,26 +1,27 @@
 """Keep message keys and values out of the worker's log, whatever its level.
 
-At debug level the Kafka clients print what they send and fetch: faust (``send: ... k=... v=...``),
-aiokafka (``Sending (key=... value=...)`` and every fetch response with its raw records),
-kafka-python (``Sending (key=... value=...)``, and every request and response as raw bytes).
-On ``lifecycle.ingest`` and ``lifecycle.records`` those are personal data in plaintext, so a
-worker run with ``--loglevel debug`` to chase a bug would copy them into a log file that no
-erasure reaches. These loggers are held at INFO, where none of them prints a payload; the
-worker's own debug output and the rest of faust's stay available.
+At debug level kafka-python prints what it sends and fetches (``Sending (key=... value=...)``,
+and every request and response as raw bytes); the worker uses it for its admin calls and the
+hash chain's tail. On ``lifecycle.ingest`` and ``lifecycle.records`` those are personal data in
+plaintext, so a worker run with ``--loglevel debug`` to chase a bug would copy them into a log
+file that no erasure reaches. These loggers are held at WARNING, where none of them prints a
+payload; the worker's own debug output stays available. librdkafka (the worker's consumer and
+producer) prints payloads only with its ``debug`` property, which the project never sets.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
 
-PAYLOAD_LOGGERS = ("kafka", "aiokafka", "faust.topics", "faust.transport")
+PAYLOAD_LOGGERS = ("kafka",)
 """Logger hierarchies that print message keys and values below INFO."""
 
 
-def logging_config() -> dict[str, Any]:
-    """A logging config for faust's worker (``logging_config=``), merged into its default one:
-    the payload loggers held at INFO, everything else as ``--loglevel`` says."""
-    return {"merge": True, "loggers": {name: {"level": "INFO"} for name in PAYLOAD_LOGGERS}}
+def hold_payload_loggers() -> None:
+    """Hold the payload loggers at WARNING (or above, if the root logger is above): at INFO
+    kafka-python narrates every connection, which buries the worker's own lines."""
+    for name in PAYLOAD_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-__all__ = ["PAYLOAD_LOGGERS", "logging_config"]
+__all__ = ["PAYLOAD_LOGGERS", "hold_payload_loggers"]

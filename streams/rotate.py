@@ -19,6 +19,7 @@ from processors.shredding import KeyringError
 from streams.codec import decode, encode
 from streams.security import client_kwargs
 from streams.settings import Settings
+from streams.topics import partition_for
 
 
 def workers_running(settings: Settings) -> int:
@@ -56,7 +57,9 @@ def rotate(settings: Settings, dev: bool = False) -> tuple[int, int]:
             data_key = ring.unwrap(key_id, wrapped["wrapped"], wrapped["master_key_id"])
             again, master = ring.wrap(key_id, data_key)
             value = encode({**wrapped, "wrapped": again, "master_key_id": master})
-            futures.append(producer.send(settings.topic("keys"), key=key_id.encode("utf-8"), value=value))
+            # the subject's partition, where the worker that owns the subject looks it up
+            partition = partition_for(wrapped["subject_id"].encode("utf-8"), len(producer.partitions_for(settings.topic("keys"))))
+            futures.append(producer.send(settings.topic("keys"), key=key_id.encode("utf-8"), value=value, partition=partition))
             rewrapped += 1
         producer.flush()
         for fut in futures:

@@ -17,7 +17,7 @@ from typing import Any
 
 from streams.settings import Settings
 
-INPUTS = ("ingest", "events", "acks", "ticks")
+INPUTS = ("ingest", "acks")
 
 
 def spawn_worker(
@@ -42,7 +42,7 @@ def spawn_worker(
 
 
 def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    """SIGTERM (faust flushes, commits and leaves the group), SIGKILL if it will not go."""
+    """SIGTERM (the worker delivers, commits and leaves the group), SIGKILL if it will not go."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -1,7 +1,7 @@
 """Who a client is on a secured Kafka: the one place that turns settings into client options.
 
-Why one place: every kafka-python client (producers, consumers, admin clients) and the faust
-worker must agree on the protocol, the mechanism, the principal and the CA. A client built
+Why one place: every client (kafka-python's producers, consumers and admin clients, and the
+librdkafka clients of the worker and the replay, see ``streams.fastread``) must agree on the protocol, the mechanism, the principal and the CA. A client built
 without them falls back to PLAINTEXT, which a TLS port answers with silence, so a forgotten
 option looks like a dead broker.
 
@@ -21,12 +21,9 @@ import os
 import secrets
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streams.settings import Settings, SettingsError
-
-if TYPE_CHECKING:
-    import faust
 
 PROTOCOL = "SASL_SSL"
 MECHANISM = "SCRAM-SHA-512"
@@ -126,20 +123,6 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
 def ssl_context(settings: Settings) -> ssl.SSLContext:
     """Trusts our CA only (not the system store) and checks the broker's name, as kafka-python does."""
     return ssl.create_default_context(cafile=_ca(settings))
-
-
-def faust_credentials(settings: Settings) -> "faust.SASLCredentials | None":
-    """``broker_credentials`` for the faust app; None (faust's PLAINTEXT default) without a principal."""
-    if not secured(settings):
-        return None
-    import faust
-
-    return faust.SASLCredentials(
-        username=settings.kafka_user,
-        password=password(settings),
-        ssl_context=ssl_context(settings),
-        mechanism=MECHANISM,
-    )
 
 
 def check_topic_access(bootstrap: str, topic: str, client: dict[str, Any]) -> None:

@@ -3,9 +3,6 @@
 Why each setting:
 - ``events`` is the log of record: kept forever (no time or size limit).
 - ``ingest`` holds plaintext personal data before the guard encrypts it, so it expires quickly.
-- ``ticks`` carries the retention timer's wake-ups into the fold, partitioned like everything
-  else so a tick reaches the worker that owns the subject; it is created with the rest, so a
-  worker never subscribes to a topic that appears only later.
 - ``records``, ``consent`` and ``keys`` are compacted state. A tombstone only erases once the
   cleaner has rewritten the segment holding the old value, so segments roll every
   ``compaction_lag_ms`` and ``max.compaction.lag.ms`` forces the cleaner onto them; the
@@ -19,7 +16,7 @@ from typing import Iterable
 
 from streams.settings import Settings
 
-NAMES = ("ingest", "events", "rejected", "records", "consent", "keys", "acks", "ticks")
+NAMES = ("ingest", "events", "rejected", "records", "consent", "keys", "acks")
 
 
 def configs(settings: Settings) -> dict[str, dict[str, str]]:
@@ -44,9 +41,18 @@ def configs(settings: Settings) -> dict[str, dict[str, str]]:
         "consent": dict(compacted),
         "keys": dict(compacted),
         "acks": {"cleanup.policy": "delete", "retention.ms": str(90 * 24 * 3600 * 1000)},
-        # the retention timer's wake-ups for the fold: worthless once folded, so kept an hour
-        "ticks": {"cleanup.policy": "delete", "retention.ms": "3600000", "segment.ms": "600000"},
     }
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of a keyed message as the Java client and kafka-python choose it (murmur2).
+
+    Why it matters: a subject's state, data keys and log partition are all the partition its
+    events arrive on, so anything written on a subject's behalf must land there too.
+    """
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def ensure_topics(settings: Settings, names: Iterable[str] = NAMES) -> list[str]:

@@ -88,25 +88,6 @@ def _docker_answers() -> bool:
             gc.collect()  # any leaked socket is finalized here, where its warning is ignored
 
 
-def _faust_env_names() -> set[str]:
-    from faust.types.settings.settings import Settings as FaustSettings
-
-    return {p.env_name for p in FaustSettings.SETTINGS.values() if p.env_name}
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _no_faust_env() -> Iterator[None]:
-    """faust reads BROKER_URL, APP_DATADIR, ... (and FAUST_*/F_*) from the environment, which
-    would silently point a test's app at someone's real cluster or data directory."""
-    names = _faust_env_names()
-    mp = pytest.MonkeyPatch()
-    for name in list(os.environ):
-        if name in names or name.startswith(("FAUST_", "F_")):
-            mp.delenv(name)
-    yield
-    mp.undo()
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

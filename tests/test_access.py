@@ -40,7 +40,7 @@ from kafka.net.compat import KafkaNetClient
 
 from processors.shredding import new_master_key_text
 from schemas.contract import parse_line
-from streams import acls, broker, security
+from streams import acls, broker, fastread, security
 from streams.codec import encode
 from streams.downstream import decoded_events, read_topic
 from streams.replay import live_keys, read_partitions, run_replay
@@ -396,7 +396,7 @@ def test_a_secured_home_restarts_secured(
 
 def test_without_a_principal_clients_stay_plaintext() -> None:
     s = Settings()
-    assert security.client_kwargs(s) == {} and security.faust_credentials(s) is None
+    assert security.client_kwargs(s) == {} and fastread.librdkafka_security(s) == {}
     assert security.check_topic_access(s.bootstrap, "any", {}) is None
 
 

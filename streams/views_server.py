@@ -1,0 +1,109 @@
+"""The worker's HTTP views: ``/subjects/<id>/consent`` and ``/subjects/<id>/export``.
+
+Why a thread with the standard library's server: the views are rare, small reads of one
+subject's state, answered between two batches of the worker's loop (they share its lock), and
+this keeps the worker free of a web framework. A subject whose partition another worker owns
+is fetched from that worker: each worker's consumer names its views' URL in its client id, so
+the group's description says who owns what.
+
+Every view needs the bearer token, checked before anything is looked up, so an unauthenticated
+caller learns nothing, not even whether a subject exists. The views serve personal data, so the
+server binds to loopback unless a proxy is put in front.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from processors.worker import Worker
+
+log = logging.getLogger("lifecycle.views")
+
+VIEWS = ("consent", "export")
+CLIENT_PREFIX = "lifecycle-worker "
+
+
+def owner_url(settings: Settings, partition: int) -> str | None:
+    """The views URL of the group member that owns ``partition`` of ``lifecycle.ingest``."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.fastread import librdkafka_security
+
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap, **librdkafka_security(settings)})
+    futures = admin.describe_consumer_groups([settings.app_id], request_timeout=10)
+    group = futures[settings.app_id].result()
+    ingest = settings.topic("ingest")
+    for member in group.members:
+        owned = member.assignment.topic_partitions if member.assignment else []
+        if any(tp.topic == ingest and tp.partition == partition for tp in owned):
+            if member.client_id.startswith(CLIENT_PREFIX):
+                return member.client_id[len(CLIENT_PREFIX) :]
+    return None
+
+
+def serve(worker: "Worker", settings: Settings) -> ThreadingHTTPServer:
+    """Start the views on ``settings.web_port`` (loopback) in a daemon thread."""
+    from processors.worker import subject_view
+
+    expected = f"Bearer {settings.token()}".encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "lifecycle"
+        sys_version = ""
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass  # request lines name subjects: the access log is not ours to keep
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            header = self.headers.get("Authorization", "")
+            if not hmac.compare_digest(header.encode(), expected):
+                self._send(401, orjson.dumps({"error": "unauthorized"}))
+                return
+            parts = urllib.parse.urlsplit(self.path).path.split("/")
+            if len(parts) != 4 or parts[1] != "subjects" or parts[3] not in VIEWS:
+                self._send(404, orjson.dumps({"error": "no such view"}))
+                return
+            subject = urllib.parse.unquote(parts[2])
+            try:
+                answer = subject_view(worker, subject, parts[3])
+                if answer is None:
+                    answer = self._from_owner(subject, header)
+            except Exception as exc:  # noqa: BLE001 - the view fails, the worker does not
+                log.warning("view %s failed: %s", parts[3], type(exc).__name__)
+                answer = 503, orjson.dumps({"error": "the view failed; try again"})
+            self._send(*answer)
+
+        def _from_owner(self, subject: str, header: str) -> tuple[int, bytes]:
+            url = owner_url(settings, worker.partition_of(subject.encode("utf-8", "surrogatepass")))
+            if url is None or url.rstrip("/") == settings.worker_url.rstrip("/"):
+                return 503, orjson.dumps({"error": "no worker owns this subject's partition yet; try again"})
+            req = urllib.request.Request(url.rstrip("/") + self.path, headers={"Authorization": header})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - a worker of our group
+                    return resp.status, resp.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+
+    server = ThreadingHTTPServer(("127.0.0.1", settings.web_port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="views", daemon=True).start()
+    return server
