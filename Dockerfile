@@ -14,7 +14,7 @@ COPY processors ./processors
 COPY schemas ./schemas
 RUN pip install .
 
-# An unprivileged user owning the state directory (faust's RocksDB tables).
+# An unprivileged user owning the state directory (the worker's RocksDB tables).
 RUN useradd --create-home --uid 10001 lifecycle && mkdir /data && chown lifecycle /data
 USER lifecycle
 WORKDIR /data

@@ -172,22 +172,6 @@ def _workers(settings: Settings, count: int, logs: Path) -> list[Any]:
     return procs
 
 
-def _committed(settings: Settings) -> int:
-    """How many ingest messages the worker group has committed so far (0: not started)."""
-    from kafka import KafkaAdminClient
-
-    from streams.runner import group_offsets
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-bench", **client_kwargs(settings))
-    try:
-        offsets = group_offsets(admin, settings.app_id)
-    except Exception:  # noqa: BLE001 - the group or its coordinator does not exist yet
-        return 0
-    finally:
-        admin.close()
-    return sum(m.offset for tp, m in offsets.items() if tp.topic == settings.topic("ingest") and m.offset > 0)
-
-
 def _cpu_seconds(pid: int | None = None) -> float:
     """CPU seconds used so far by one process, or (None) by the whole machine (Linux /proc)."""
     try:
@@ -205,12 +189,13 @@ def pipeline_rate(settings: Settings, n_ingest: int, workers: int, logs: Path, t
     """Upstream events per second through a pre-filled ingest topic, from the first committed
     offset to the moment nothing is left to fold; and the cores the workers and the whole
     machine kept busy meanwhile, which says whether more workers could help at all."""
-    from streams.runner import lag, stop_worker
+    from streams.runner import LagProbe, stop_worker
 
     procs = _workers(settings, workers, logs)
+    lag = LagProbe(settings)
     try:
         deadline = time.monotonic() + timeout
-        while _committed(settings) == 0:
+        while (behind := lag()) is None or behind >= n_ingest:  # nothing committed yet
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"the worker did not start (see {logs})")
             time.sleep(0.05)
@@ -219,13 +204,14 @@ def pipeline_rate(settings: Settings, n_ingest: int, workers: int, logs: Path, t
         zero = 0
         while zero < 2:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the pipeline did not catch up within {timeout:.0f} s (lag {lag(settings)})")
-            zero = zero + 1 if lag(settings) == 0 else 0
+                raise RuntimeError(f"the pipeline did not catch up within {timeout:.0f} s (lag {lag()})")
+            zero = zero + 1 if lag() == 0 else 0
             time.sleep(0.25)
         wall = time.monotonic() - t0
         used = sum(_cpu_seconds(p.pid) for p in procs) - sum(cpu0[0]), _cpu_seconds() - cpu0[1]
         return n_ingest / wall, {"workers_cores": used[0] / wall, "machine_cores": used[1] / wall}
     finally:
+        lag.close()
         for p in procs:
             stop_worker(p)
 

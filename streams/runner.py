@@ -53,27 +53,39 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
     return proc.returncode
 
 
-def lag(settings: Settings) -> int | None:
-    """Messages of the input topics not yet committed by the worker's group (None: no group yet)."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-    from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError
+class LagProbe:
+    """Asks the broker how far the worker group is behind, over clients kept open.
 
-    from streams.security import client_kwargs
+    Why not a client per look: building a kafka-python admin client and consumer costs tens of
+    milliseconds of CPU, and a benchmark polling four times a second would take that from the
+    workers it measures.
+    """
 
-    client = client_kwargs(settings)
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag", **client)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag", **client)
-    try:
+    def __init__(self, settings: Settings) -> None:
+        from kafka import KafkaAdminClient, KafkaConsumer
+
+        from streams.security import client_kwargs
+
+        self.settings = settings
+        client = client_kwargs(settings)
+        self.admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag", **client)
+        self.consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag", **client)
+
+    def __call__(self) -> int | None:
+        """Messages of the input topics not yet committed by the worker's group (None: no group yet)."""
+        from kafka import TopicPartition
+        from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError
+
         try:
-            committed = group_offsets(admin, settings.app_id)
+            committed = group_offsets(self.admin, self.settings.app_id)
         except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
             return None  # the offsets topic is still being created: no group can exist yet
         tps = []
         for name in INPUTS:
-            topic = settings.topic(name)
-            for p in consumer.partitions_for_topic(topic) or ():
+            topic = self.settings.topic(name)
+            for p in self.consumer.partitions_for_topic(topic) or ():
                 tps.append(TopicPartition(topic, p))
-        ends = consumer.end_offsets(tps)
+        ends = self.consumer.end_offsets(tps)
         if not committed and any(ends.values()):
             return None
         total = 0
@@ -82,10 +94,19 @@ def lag(settings: Settings) -> int | None:
             done = meta.offset if meta is not None and meta.offset >= 0 else 0
             total += max(0, end - done)
         return total
-    finally:
-        consumer.close()
-        admin.close()
 
+    def close(self) -> None:
+        self.consumer.close()
+        self.admin.close()
+
+
+def lag(settings: Settings) -> int | None:
+    """Messages of the input topics not yet committed by the worker's group (None: no group yet)."""
+    probe = LagProbe(settings)
+    try:
+        return probe()
+    finally:
+        probe.close()
 
 
 def group_offsets(admin: Any, group: str) -> dict[Any, Any]:
