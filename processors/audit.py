@@ -196,6 +196,24 @@ class Audit:
             Mismatch(kind, partition, offset, str(ev.get("subject_id", "")), str(ev.get("event_id", "")), detail)
         )
 
+    def merge(self, other: "Audit") -> None:
+        """Take in the audit of other partitions, made apart (another process): partitions are
+        independent (each has its own chain, and a subject lives in one), so their results add."""
+        self.states.update(other.states)
+        self.mismatches.extend(other.mismatches)
+        self.events_read += other.events_read
+        self.decisions_recorded += other.decisions_recorded
+        self.decisions_matched += other.decisions_matched
+        self.duplicates += other.duplicates
+        self.partitions += other.partitions
+        self.erasures.update(other.erasures)
+        for key_id, where in other.destroyed.items():
+            self.destroyed.setdefault(key_id, where)
+        for subject, keys in other.sealed_keys.items():
+            self.sealed_keys.setdefault(subject, set()).update(keys)
+        self._pending.update(other._pending)
+        self._matched.update(other._matched)
+
     # -- the verdict --------------------------------------------------------------------
 
     def finish(self, live_keys: Iterable[str], complete: bool = True) -> dict[str, Any]:

@@ -15,8 +15,12 @@ nothing and disturbs no one.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sys
+import threading
 import time
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import IO, Any, Callable
 
@@ -32,6 +36,10 @@ from streams.fastread import latest_values, read_all
 from streams.settings import Settings
 
 TIMER_DECISIONS = ("RetentionExpired", "DeadlineMissed")
+
+PARALLEL_FROM = 20_000
+"""Log entries from which the audit is split across processes, one group of partitions each:
+below that, starting the processes costs more than they save."""
 
 
 def read_partitions(
@@ -92,22 +100,29 @@ class _Bar:
         self.out.flush()
 
 
-def run_replay(settings: Settings, until_ms: int | None = None, progress: bool = False, err: IO[str] = sys.stderr) -> tuple[dict[str, Any], Audit]:
+def run_replay(
+    settings: Settings,
+    until_ms: int | None = None,
+    progress: bool = False,
+    err: IO[str] = sys.stderr,
+    keep_states: bool = False,
+) -> tuple[dict[str, Any], Audit]:
     policy = load_policy(settings.policy_file)
     audit = Audit(policy, _decode, _encode)
     bar = _Bar(err, "reading lifecycle.events") if progress else None
     partitions = read_partitions(settings, "events", until_ms, bar)
-    fingerprints = frozenset(BY_NAME[name].fingerprint for name in TIMER_DECISIONS)
-    for p in sorted(partitions):
-        audit.partition(p, partitions[p], fingerprints)
     from kafka.errors import TopicAuthorizationFailedError
 
-    try:
-        keys: dict[str, bytes] | None = live_keys(settings)
-    except TopicAuthorizationFailedError:
-        # the auditor principal may read the log of record but not the wrapped data keys
-        # (only the worker may): the decisions are still re-derived, the key checks are not
-        keys = None
+    def keys_if_allowed() -> dict[str, bytes] | None:
+        try:
+            return live_keys(settings)
+        except TopicAuthorizationFailedError:
+            # the auditor principal may read the log of record but not the wrapped data keys
+            # (only the worker may): the decisions are still re-derived, the key checks are not
+            return None
+
+    # a subject's trail (--subject) needs its whole state, which only a single process keeps
+    _, keys = audit_partitions(audit, partitions, settings.policy_file, jobs=1 if keep_states else None, meanwhile=keys_if_allowed)
     report = audit.finish(keys.keys() if keys is not None else (), complete=until_ms is None)
     if keys is None:
         report["erasures_proven"] = None
@@ -117,6 +132,88 @@ def run_replay(settings: Settings, until_ms: int | None = None, progress: bool =
     report["until"] = until_ms
     report["topic"] = settings.topic("events")
     return report, audit
+
+
+_FORKED: tuple[Path | None, dict[int, list[Entry]]] | None = None
+"""What a forked audit process inherits instead of receiving it pickled."""
+
+
+def audit_partitions(
+    audit: Audit,
+    partitions: dict[int, list[Entry]],
+    policy_file: Path | None,
+    jobs: int | None = None,
+    parallel_from: int = PARALLEL_FROM,
+    meanwhile: Callable[[], Any] | None = None,
+) -> tuple[int, Any]:
+    """Audit every partition into ``audit``; returns how many processes did it, and what
+    ``meanwhile`` returned (run in this process while the others audit: reading the keys).
+
+    Why processes: the audit of an entry (decode, re-fold, chain hash) is Python work on one
+    core, and partitions are independent, so a big log is split into one contiguous group of
+    partitions per core and the results merged in partition order. Forked where the process
+    has no other thread (the entries are inherited, not copied), spawned otherwise.
+    """
+    global _FORKED
+    fingerprints = _fingerprints()
+    ordered = sorted(partitions)
+    total = sum(len(partitions[p]) for p in ordered)
+    jobs = min(jobs or os.cpu_count() or 1, len(ordered))
+    if jobs < 2 or total < parallel_from:
+        for p in ordered:
+            audit.partition(p, partitions[p], fingerprints)
+        return 1, meanwhile() if meanwhile else None
+    groups = _groups(ordered, partitions, jobs)
+    forkable = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    if forkable:
+        _FORKED = (policy_file, partitions)
+        work: list[tuple[Path | None, dict[int, list[Entry]] | list[int]]] = [(policy_file, g) for g in groups]
+    else:
+        work = [(policy_file, {p: partitions[p] for p in g}) for g in groups]
+    try:
+        with multiprocessing.get_context("fork" if forkable else "spawn").Pool(len(groups)) as pool:
+            pending = pool.map_async(_audit_group, work)
+            result = meanwhile() if meanwhile else None
+            for part in pending.get():
+                audit.merge(part)
+    finally:
+        _FORKED = None
+    return len(groups), result
+
+
+def _fingerprints() -> frozenset[bytes]:
+    return frozenset(BY_NAME[name].fingerprint for name in TIMER_DECISIONS)
+
+
+def _groups(ordered: list[int], partitions: dict[int, list[Entry]], jobs: int) -> list[list[int]]:
+    """Contiguous groups of partitions with about the same number of entries each."""
+    total = sum(len(partitions[p]) for p in ordered)
+    groups: list[list[int]] = [[]]
+    done = 0
+    for p in ordered:
+        if groups[-1] and done >= total * len(groups) / jobs and len(groups) < jobs:
+            groups.append([])
+        groups[-1].append(p)
+        done += len(partitions[p])
+    return groups
+
+
+def _audit_group(work: tuple[Path | None, dict[int, list[Entry]] | list[int]]) -> Audit:
+    """One process's share: its partitions audited apart, returned without the callables."""
+    policy_file, share = work
+    if isinstance(share, list):  # forked: the entries are already here
+        assert _FORKED is not None
+        share = {p: _FORKED[1][p] for p in share}
+    part = Audit(load_policy(policy_file), _decode, _encode)
+    fingerprints = _fingerprints()
+    for p in sorted(share):
+        part.partition(p, share[p], fingerprints)
+    part.policy = part.decode = part.encode = None  # type: ignore[assignment]
+    # what the verdict still needs, not the whole states: sending those back cost as much as
+    # the audit itself (a subject's state holds every record it ever had)
+    part.states = {subject: {"keys": state["keys"]} for subject, state in part.states.items()}
+    part._matched = {}  # a decision and its copies sit in one partition: settled here
+    return part
 
 
 def _trail(settings: Settings, subject: str, audit: Audit, dev: bool, err: IO[str]) -> dict[str, Any] | None:
@@ -185,7 +282,7 @@ def main_replay(
         print(f"error: --until {until!r}: not an ISO-8601 time", file=err)
         return 2
     try:
-        report, audit = run_replay(settings, until_ms, progress=progress and err.isatty(), err=err)
+        report, audit = run_replay(settings, until_ms, progress=progress and err.isatty(), err=err, keep_states=subject is not None)
         if subject is not None:
             doc = _trail(settings, subject, audit, dev, err)
             if doc is None:

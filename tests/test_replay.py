@@ -20,13 +20,14 @@ import pytest
 
 from processors.audit import Audit
 from processors.chain import GENESIS, link
+from processors.envelope import build
 from processors.fold import Decision, apply, new_state
 from processors.policy import Policy, load_policy
 from schemas import BY_NAME
 from streams.codec import decode, encode
 from streams.downstream import read_topic
 from streams.publish import publish_lines
-from streams.replay import TIMER_DECISIONS, _decode, _encode
+from streams.replay import TIMER_DECISIONS, _decode, _encode, audit_partitions
 from streams.runner import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 
@@ -168,6 +169,37 @@ def test_a_key_that_survives_its_erasure_is_reported(policy: Policy) -> None:
     report = a.finish({"s-1/e1"})
     assert [m["kind"] for m in report["mismatches"]] == ["key_not_destroyed"]
     assert report["erasures_proven"] == 0
+
+
+def test_a_log_audited_in_several_processes_gives_the_same_report(policy: Policy) -> None:
+    """A big log is audited one group of partitions per process: the merged verdict must be the
+    one a single process reaches, a tampered partition's mismatch included, at its offset."""
+
+    def renamed(p: int) -> list[dict]:
+        events = [{**e, "subject_id": f"{e['subject_id']}-p{p}", "event_id": f"{e['event_id']}-p{p}"} for e in HISTORY]
+        events[0]["fields"] = {"name": build(f"s-1-p{p}/e1-p{p}", bytes(24))}  # sealed, as the worker writes it
+        return events
+
+    log = {p: write_log(renamed(p), policy, tick_at=T0 + 400 * DAY) for p in range(4)}
+    target = next(o for o in decision_offsets(log[2]) if (decode(log[2][o][2]) or {})["type"] == "ErasureExecuted")
+    event = decode(log[2][target][2])
+    assert event is not None
+    forged = encode({**event, "erased": []})
+    log[2] = [(o, t, forged if o == target else v) for o, t, v in log[2]]
+    live = {f"s-1-p{p}/e1-p{p}" for p in range(4)}  # an erased subject's key still live: a key check fires
+
+    reports = []
+    for jobs, parallel_from in ((1, 0), (2, 0)):
+        a = Audit(policy, _decode, _encode)
+        used, got = audit_partitions(a, log, None, jobs=jobs, parallel_from=parallel_from, meanwhile=lambda: "keys")
+        assert (used, got) == (jobs, "keys")
+        report = a.finish(live)
+        reports.append({k: v for k, v in report.items() if k not in ("elapsed_s", "events_per_second")})
+    single, several = reports
+    assert several == single
+    assert several["partitions"] == 4 and several["subjects"] == 8
+    assert {"kind": "differs", "partition": 2, "offset": target}.items() <= several["mismatches"][0].items()
+    assert any(m["kind"] == "key_not_destroyed" for m in several["mismatches"])
 
 
 @pytest.mark.integration
