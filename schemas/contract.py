@@ -238,7 +238,9 @@ def validate(event: Mapping[str, Any]) -> dict[str, Any]:
                 raise ContractError(
                     f"field {name!r} is missing from {kind}", code="missing_field", field=name
                 )
-            out[name] = copy.deepcopy(f.default)  # never share a mutable default between events
+            default = f.default
+            # never share a mutable default between events (a deep copy only where one could be)
+            out[name] = copy.deepcopy(default) if isinstance(default, (dict, list)) else default
             continue
         value = event[name]
         if f.kind == "long" and isinstance(value, str):
