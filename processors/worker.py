@@ -43,7 +43,7 @@ from processors import fold as lifecycle
 from processors.chain import GENESIS, link
 from processors.guard import echoable, screen, wrong_key
 from processors.policy import Policy, load_policy
-from processors.shredding import Keyring, Keystore
+from processors.shredding import KeyCache, Keyring, Keystore
 from schemas.contract import ContractError, validate
 from streams.codec import CodecError, decode, encode
 from streams.settings import Settings
@@ -159,8 +159,11 @@ class Worker:
         self.store = LocalStore(settings.store, settings.worker_dir / "store")
         self.subjects = Table(self.store, b"S", self.t_changelog, self._produce)
         self.keys = Table(self.store, b"K", self.t_keys, self._produce)
-        self.keystore = Keystore(self.keys.at(0), keyring, encode, decode, clock.now)
-        self._key_views = {p: self.keys.at(p) for p in range(settings.partitions)}
+        # one keystore per partition (a subject's keys live in its partition), one cache
+        cache = KeyCache()
+        self.keystores = [
+            Keystore(self.keys.at(p), keyring, encode, decode, clock.now, cache) for p in range(settings.partitions)
+        ]
         self.owned: set[int] = set()
         self.chain_heads: dict[int, bytes] = {}
         # deadline index: _index_entry(deadline, partition, subject) for the subjects this
@@ -213,9 +216,11 @@ class Worker:
         mine = sorted({tp.partition for tp in partitions if tp.topic == self.t_ingest})
         started = time.monotonic()
         for p in mine:
+            # a local copy is caught up only at start or when this worker held the partition
+            # moments ago; otherwise it may have missed deletions (streams.tables)
+            trusted = not self.ready or time.monotonic() - self._revoked_at.get(p, -1e9) < 20.0
             for table in (self.subjects, self.keys):
-                recent = time.monotonic() - self._revoked_at.get(p, -1e9) < 20.0
-                start = table.checkpoint(p) if recent or not self.ready else None
+                start = table.checkpoint(p) if trusted else None
                 if start is None:
                     table.forget(p)
                 restored = self._restore(table, p, 0 if start is None else start + 1)
@@ -265,7 +270,7 @@ class Worker:
 
     def _restore(self, table: Table, partition: int, start: int) -> int:
         """Read a changelog partition from ``start`` to its end into the local table."""
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import Consumer, KafkaError, TopicPartition
 
         from streams.fastread import consumer_config
 
@@ -282,7 +287,9 @@ class Worker:
                 batch = reader.consume(10_000, 1.0)
                 for m in batch:
                     if m.error():
-                        continue  # end-of-partition markers
+                        if m.error().code() == KafkaError._PARTITION_EOF:
+                            return count
+                        continue
                     table.apply(partition, m.key(), m.value())
                     count += 1
                     if m.offset() >= end - 1:
@@ -374,8 +381,7 @@ class Worker:
             # mint a data key nothing ever destroys
             log.info("duplicate %s %s dropped", event["type"], echoable(event["event_id"]))
             return
-        self.keystore.table = self._key_views[p]
-        sealed = self.keystore.seal(event, "obligation" if _obligation(event, self.policy) else "standard")
+        sealed = self.keystores[p].seal(event, "obligation" if _obligation(event, self.policy) else "standard")
         self._produce(self.t_events, key, encode(sealed), p)
         log.debug("appended %s %s to partition %d", event["type"], echoable(event["event_id"]), p)
         self._fold(p, state, sealed, sealed["occurred_at"])
@@ -401,7 +407,6 @@ class Worker:
         self._fold(p, state, event, event["occurred_at"])
 
     def _fold(self, p: int, state: dict, event: dict, now: int) -> None:
-        self.keystore.table = self._key_views[p]
         _, outputs = lifecycle.apply(state, event, now, self.policy)
         if outputs:
             self._emit(outputs, p)
@@ -438,13 +443,13 @@ class Worker:
                 log.debug("decided %s %s on partition %d", ev["type"], echoable(ev["event_id"]), p)
                 destroyed = ev.get("keys_destroyed")
                 if destroyed:
-                    self.keystore.destroy(destroyed)
+                    self.keystores[p].destroy(destroyed)
             elif isinstance(out, lifecycle.RecordChange):
                 key = f"{out.subject_id}/{out.record_id}".encode()
                 if out.value is None:
                     self._produce(self.t_records, key, None, headers=headers)
                 else:
-                    plain = {**out.value, "fields": self.keystore.open(out.value["fields"])}
+                    plain = {**out.value, "fields": self.keystores[p].open(out.value["fields"])}
                     self._produce(self.t_records, key, encode({"type": "Record", **plain}))
             elif isinstance(out, lifecycle.ConsentChange):
                 key = out.subject_id.encode()
@@ -556,10 +561,9 @@ def subject_view(worker: Worker, subject_id: str, name: str) -> tuple[int, bytes
         if name == "consent":
             body: Any = lifecycle.consent_view(state)
         else:
-            worker.keystore.table = worker._key_views[p]
             body = lifecycle.export(state)
             for rec in body["records"]:
-                rec["fields"] = worker.keystore.open(rec["fields"])
+                rec["fields"] = worker.keystores[p].open(rec["fields"])
     if body is None:  # consent never given, or erased: nothing to show
         return 404, orjson.dumps({"error": f"no state for subject {subject_id!r}"})
     return 200, orjson.dumps(body, option=orjson.OPT_INDENT_2)
@@ -598,23 +602,10 @@ def _obligation(event: dict, policy: Policy) -> bool:
 
 def ensure_changelog(settings: Settings) -> None:
     """The subjects changelog, compacted, taking a state up to ``STATE_MAX_BYTES``."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from streams.topics import create_missing
 
-    from streams.security import client_kwargs
-
-    name = changelog_topic(settings)
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-worker", **client_kwargs(settings))
-    try:
-        if name in set(admin.list_topics()):
-            return
-        configs = {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_BYTES)}
-        try:
-            admin.create_topics([NewTopic(name, settings.partitions, 1, topic_configs=configs)])
-        except TopicAlreadyExistsError:
-            pass
-    finally:
-        admin.close()
+    configs = {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_BYTES)}
+    create_missing(settings, {changelog_topic(settings): configs})
 
 
 def configure_logging(loglevel: str) -> None:

@@ -369,14 +369,10 @@ def memory(settings: Settings, subjects: int, logs: Path, timeout: float) -> flo
         state = states.setdefault(event["subject_id"], lifecycle.new_state(event["subject_id"]))
         lifecycle.apply(state, event, event["occurred_at"], policy)
     templates = [orjson.dumps(s) for s in states.values()]
-    changelog = f"{settings.app_id}-subjects-changelog"
-    from kafka.admin import KafkaAdminClient, NewTopic
+    from processors.worker import changelog_topic, ensure_changelog
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), **client_kwargs(settings))
-    try:
-        admin.create_topics([NewTopic(changelog, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"})])
-    finally:
-        admin.close()
+    changelog = changelog_topic(settings)
+    ensure_changelog(settings)
     producer = _producer(settings)
     try:
         for i in range(subjects):

@@ -57,20 +57,21 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 def ensure_topics(settings: Settings, names: Iterable[str] = NAMES) -> list[str]:
     """Create whichever of the topics is missing; returns the names created."""
+    wanted = configs(settings)
+    return create_missing(settings, {settings.topic(n): wanted[n] for n in names})
+
+
+def create_missing(settings: Settings, topics: dict[str, dict[str, str]]) -> list[str]:
+    """Create whichever of ``topics`` (full name -> configs) is missing; returns the names created."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     from streams.security import client_kwargs
 
-    wanted = configs(settings)
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="lifecycle-admin", **client_kwargs(settings))
     try:
         existing = set(admin.list_topics())
-        new = [
-            NewTopic(settings.topic(n), settings.partitions, 1, topic_configs=wanted[n])
-            for n in names
-            if settings.topic(n) not in existing
-        ]
+        new = [NewTopic(name, settings.partitions, 1, topic_configs=conf) for name, conf in topics.items() if name not in existing]
         if new:
             try:
                 admin.create_topics(new)

@@ -94,8 +94,10 @@ def serve(worker: "Worker", settings: Settings) -> ThreadingHTTPServer:
 
         def _from_owner(self, subject: str, header: str) -> tuple[int, bytes]:
             url = owner_url(settings, worker.partition_of(subject.encode("utf-8", "surrogatepass")))
-            if url is None or url.rstrip("/") == settings.worker_url.rstrip("/"):
+            if url is None:
                 return 503, orjson.dumps({"error": "no worker owns this subject's partition yet; try again"})
+            if url.rstrip("/") == settings.worker_url.rstrip("/"):
+                return 503, orjson.dumps({"error": "this worker is still recovering the subject's partition; try again"})
             req = urllib.request.Request(url.rstrip("/") + self.path, headers={"Authorization": header})
             try:
                 with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - a worker of our group

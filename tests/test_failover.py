@@ -162,6 +162,21 @@ def _ingest_owners(settings: Settings) -> list[set[int]]:
     return owners
 
 
+def _view(url: str, settings: Settings, subject: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"{url}/subjects/{subject}/export", headers={"Authorization": f"Bearer {settings.token()}"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:  # noqa: S310 - the test's own workers
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, exc.read()
+        finally:
+            exc.close()
+
+
 def _wait_for(check: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -173,13 +188,17 @@ def _wait_for(check: Any, timeout: float, what: str) -> Any:
 
 
 def test_two_workers_split_the_partitions_and_the_survivor_takes_over_a_killed_one(settings: Settings, tmp_path: Path) -> None:
-    s = dataclasses.replace(settings, timer_interval=3600.0)
+    s = dataclasses.replace(settings, timer_interval=3600.0, api_token="one-token-for-the-group")
     events = history(3_000, 400, seed=43)
     first, rest = events[:600], events[600:]
     fill(s, "ingest", [(e["subject_id"].encode(), encode(e)) for e in first])  # type: ignore[misc]
 
+    urls: list[str] = []
+
     def worker(i: int) -> Any:
-        own = dataclasses.replace(s, home=s.home / f"w{i}", web_port=_free_port_pair())
+        port = _free_port_pair()
+        urls.append(f"http://127.0.0.1:{port}")
+        own = dataclasses.replace(s, home=s.home / f"w{i}", web_port=port, worker_url=urls[-1])
         return spawn_worker(own, tmp_path / f"worker-{i}.log")
 
     survivor = worker(0)
@@ -193,6 +212,18 @@ def test_two_workers_split_the_partitions_and_the_survivor_takes_over_a_killed_o
             what="the two workers did not split the ingest partitions",
         )
         assert owners[0] | owners[1] == set(range(s.partitions)) and not owners[0] & owners[1]
+
+        # either worker answers for any subject: its own from its table, the other's by asking
+        # the owner, which the group's description names
+        subjects = sorted({e["subject_id"] for e in first})[:12]
+        for sid in subjects:  # 503 while a worker still recovers the partition it was given
+            answers = _wait_for(
+                lambda: (a := [_view(url, s, sid) for url in urls]) and all(st != 503 for st, _ in a) and a,
+                timeout=60,
+                what=f"the workers did not both answer for {sid}",
+            )
+            assert answers[0] == answers[1] and answers[0][0] in (200, 404), (sid, answers)
+        assert any(_view(urls[0], s, sid)[0] == 200 for sid in subjects)
 
         publisher = Publisher(s, rest, per_second=200.0)
         publisher.start()
