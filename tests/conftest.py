@@ -29,6 +29,13 @@ from processors.shredding import new_master_key_text
 from streams.settings import Settings
 from streams.topics import NAMES, ensure_topics
 
+
+def pytest_report_header() -> str:
+    """The seed of this run's hostile cases, so that a failure they find can be run again."""
+    from hostile_cases import SEED
+
+    return f"hostile cases: HOSTILE_SEED={SEED} repeats this run's draws"
+
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 
 
