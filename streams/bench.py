@@ -369,7 +369,7 @@ def memory(settings: Settings, subjects: int, logs: Path, timeout: float) -> flo
         state = states.setdefault(event["subject_id"], lifecycle.new_state(event["subject_id"]))
         lifecycle.apply(state, event, event["occurred_at"], policy)
     templates = [orjson.dumps(s) for s in states.values()]
-    from processors.worker import changelog_topic, ensure_changelog
+    from processors.worker import READY, changelog_topic, ensure_changelog
 
     changelog = changelog_topic(settings)
     ensure_changelog(settings)
@@ -391,7 +391,7 @@ def memory(settings: Settings, subjects: int, logs: Path, timeout: float) -> flo
         while time.monotonic() < deadline and proc.poll() is None:
             text = status.read_text()
             peak = max(peak, int(text.split("VmHWM:")[1].split()[0]) / 1024)
-            if (logs / "worker-memory.log").read_text(errors="replace").count("worker ready"):
+            if (logs / "worker-memory.log").read_text(errors="replace").count(READY):
                 ready = True
                 break
             time.sleep(0.5)

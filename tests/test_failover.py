@@ -31,7 +31,7 @@ from streams.runner import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-from conftest import _free_port_pair, local_broker_settings
+from conftest import _free_port_pair, bearer, http_get, local_broker_settings
 
 pytestmark = pytest.mark.integration
 
@@ -163,18 +163,7 @@ def _ingest_owners(settings: Settings) -> list[set[int]]:
 
 
 def _view(url: str, settings: Settings, subject: str) -> tuple[int, bytes]:
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(f"{url}/subjects/{subject}/export", headers={"Authorization": f"Bearer {settings.token()}"})
-    try:
-        with urllib.request.urlopen(req, timeout=20) as resp:  # noqa: S310 - the test's own workers
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, exc.read()
-        finally:
-            exc.close()
+    return http_get(dataclasses.replace(settings, worker_url=url), f"/subjects/{subject}/export", bearer(settings))
 
 
 def _wait_for(check: Any, timeout: float, what: str) -> Any:

@@ -22,8 +22,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -50,6 +48,8 @@ from streams.downstream import latest_by_key, read_topic
 from streams.publish import publish_lines
 from streams.runner import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
+
+from conftest import bearer, http_get
 
 pytestmark = pytest.mark.integration
 
@@ -201,26 +201,8 @@ def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 60.0, ev
 # --------------------------------------------------------------------------------------
 
 
-def http_get(settings: Settings, path: str, authorization: str | None) -> tuple[int, bytes]:
-    """Status and body of a GET on the worker, errors included (a 401 is an answer too)."""
-    headers = {} if authorization is None else {"Authorization": authorization}
-    req = urllib.request.Request(f"{settings.worker_url.rstrip('/')}{path}", headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - the test's own worker
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, exc.read()
-        finally:
-            exc.close()
-
-
-def bearer(settings: Settings) -> str:
-    return f"Bearer {settings.token()}"
-
-
 def wait_web_ready(settings: Settings, timeout: float = 60.0) -> None:
-    """The web server comes up beside the agents; any HTTP answer means it listens."""
+    """The views come up beside the worker's loop; any HTTP answer means they listen."""
 
     def answers() -> bool:
         try:
