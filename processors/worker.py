@@ -254,19 +254,50 @@ class Worker:
         # hold now is what the local copy holds
         self._deliver()
         self._commit(wait=True)
+        from confluent_kafka import KafkaError, KafkaException
+
         for p in gone:
-            for table in (self.subjects, self.keys):
-                table.save_checkpoint(p, self._high(table.changelog, p) - 1)
+            try:
+                ends = [(table, self._high(table.changelog, p)) for table in (self.subjects, self.keys)]
+            except (KafkaException, KafkaError) as exc:
+                # no checkpoint: the local copy is rebuilt if the partition comes back
+                log.warning("no checkpoint for partition %d (%s)", p, exc)
+                self._revoked_at.pop(p, None)
+                continue
+            for table, end in ends:
+                table.save_checkpoint(p, end - 1)
             self._revoked_at[p] = time.monotonic()
         self.owned -= gone
         self.index = [e for e in self.index if _index_partition(e) not in gone]
         heapq.heapify(self.index)
         log.info("revoked partitions %s", sorted(gone))
 
-    def _high(self, topic: str, partition: int) -> int:
-        from confluent_kafka import TopicPartition
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        """The group took the partitions without a clean hand-over (this worker's session
+        timed out, say while the broker was away): another worker may already write to them, so
+        nothing is committed or checkpointed, and the local copy is rebuilt if they come back."""
+        gone = {tp.partition for tp in partitions if tp.topic == self.t_ingest} & self.owned
+        self.owned -= gone
+        for p in gone:
+            self._revoked_at.pop(p, None)
+        self.index = [e for e in self.index if _index_partition(e) not in gone]
+        heapq.heapify(self.index)
+        log.warning("lost partitions %s: their state is rebuilt from the changelogs if they come back", sorted(gone))
 
-        return int(self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30, cached=False)[1])
+    def _high(self, topic: str, partition: int, patience: float = 60.0) -> int:
+        """The partition's end offset, asked again while the broker is not answering for it
+        (a broker that just restarted does not know its partitions for a moment)."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return int(self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)[1])
+            except (KafkaException, KafkaError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("no end offset for %s[%d] yet (%s); asking again", topic, partition, exc)
+                time.sleep(0.5)
 
     def _restore(self, table: Table, partition: int, start: int) -> int:
         """Read a changelog partition from ``start`` to its end into the local table."""
@@ -495,7 +526,7 @@ class Worker:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.consumer.subscribe([self.t_ingest, self.t_acks], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.consumer.subscribe([self.t_ingest, self.t_acks], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         next_tick = time.monotonic() + self.settings.timer_interval
         batch, linger = self.settings.fold_batch, self.settings.fold_linger
         try:
