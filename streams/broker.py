@@ -318,7 +318,8 @@ def _is_ours(settings: Settings, pid: int) -> bool:
     return b"kafka.Kafka" in cmdline and str(_props_path(settings)).encode() in cmdline
 
 
-def _running_pid(settings: Settings) -> int | None:
+def running_pid(settings: Settings) -> int | None:
+    """The pid of the broker this home started, if it is still running (None otherwise)."""
     pid = _read_pid(settings)
     if pid is not None and _is_ours(settings, pid):
         return pid
@@ -651,7 +652,7 @@ def _grant(admin: Settings, bootstrap: str, progress: Progress) -> None:
 
 def status(settings: Settings) -> BrokerStatus:
     """What a user needs to point a client at the broker, or to look at why it stopped."""
-    pid = _running_pid(settings)
+    pid = running_pid(settings)
     port = _port_of(settings) if pid else settings.broker_port
     return BrokerStatus(
         running=pid is not None,

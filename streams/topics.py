@@ -80,3 +80,20 @@ def create_missing(settings: Settings, topics: dict[str, dict[str, str]]) -> lis
         return [t.name for t in new]
     finally:
         admin.close()
+
+
+def delete_prefixed(settings: Settings, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix``; returns the names deleted. For
+    scratch topics (the benchmark's), which would otherwise pile up on the user's broker."""
+    from kafka.admin import KafkaAdminClient
+
+    from streams.security import client_kwargs
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="lifecycle-admin", **client_kwargs(settings))
+    try:
+        doomed = sorted(t for t in admin.list_topics() if t.startswith(prefix))
+        if doomed:
+            admin.delete_topics(doomed, timeout_ms=30_000)
+        return doomed
+    finally:
+        admin.close()

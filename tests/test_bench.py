@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -34,3 +35,16 @@ def test_quick_bench_reports_every_figure_and_a_correct_pipeline(settings: Setti
     assert lat["count"] > 0 and 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     assert r["correct"] is True and r["replay_mismatches"] == 0
     assert "bench: pipeline with 2 worker(s)" in done.stderr.decode()  # progress goes to stderr
+
+    # its topics (some 200 partitions a run) do not pile up on the user's broker
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    try:
+        deadline = time.monotonic() + 15
+        mine = (f"{settings.topic_prefix}bench-", "bench-")  # its topics, its changelogs
+        while (left := [t for t in admin.list_topics() if t.startswith(mine)]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, left
+    finally:
+        admin.close()
