@@ -68,6 +68,14 @@ class Keyring:
 
     keys: dict[str, bytes]
     current: str
+    # one cipher object per master key: building it costs twice the encryption of a data key
+    _ciphers: dict[str, AESGCM] = field(default_factory=dict, repr=False, compare=False)
+
+    def _cipher(self, master_id: str) -> AESGCM:
+        found = self._ciphers.get(master_id)
+        if found is None:
+            found = self._ciphers[master_id] = AESGCM(self.keys[master_id])
+        return found
 
     @classmethod
     def of(cls, *keys: bytes) -> "Keyring":
@@ -91,15 +99,14 @@ class Keyring:
 
     def wrap(self, key_id: str, data_key: bytes) -> tuple[bytes, str]:
         nonce = os.urandom(NONCE_BYTES)
-        sealed = AESGCM(self.keys[self.current]).encrypt(nonce, data_key, key_id.encode("utf-8"))
+        sealed = self._cipher(self.current).encrypt(nonce, data_key, key_id.encode("utf-8"))
         return nonce + sealed, self.current
 
     def unwrap(self, key_id: str, wrapped: bytes, master_id: str) -> bytes:
-        master = self.keys.get(master_id)
-        if master is None:
+        if master_id not in self.keys:
             raise KeyringError(f"data key {key_id!r} is wrapped by master key {master_id}, which this keyring lacks")
         try:
-            return AESGCM(master).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], key_id.encode("utf-8"))
+            return self._cipher(master_id).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], key_id.encode("utf-8"))
         except InvalidTag:
             raise KeyringError(f"data key {key_id!r} does not open with master key {master_id}") from None
 

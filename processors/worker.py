@@ -128,7 +128,7 @@ class Worker:
                 # flush() sends at once whatever linger is; the linger only gathers a batch's
                 # outputs into a few requests per partition. With 2 ms, a batch went out in
                 # ~25 requests of ~7 messages each, and the broker spent 130 µs of CPU per event
-                # on them; with 100 ms, 65 µs (lifecycle bench, README)
+                # on them; with 100 ms, 30-60 µs (lifecycle bench, README)
                 "linger.ms": 100,
                 "partitioner": "murmur2_random",  # the Java client's, as upstream's kafka-python uses
                 "message.max.bytes": STATE_MAX_BYTES + 64 * 1024,
@@ -179,6 +179,10 @@ class Worker:
         self.stopping = False
         self.ready = False
         self.folded_at = self.folded_cpu = 0.0
+        # the plaintext of the fields this batch sealed, by envelope: the records it puts on
+        # lifecycle.records need not be decrypted again
+        self._sealed_now: dict[str, str] = {}
+        self._debug = log.isEnabledFor(logging.DEBUG)  # per-event lines cost even when off
 
     # -- Kafka plumbing -------------------------------------------------------------------
 
@@ -350,6 +354,7 @@ class Worker:
                 self._guard(m, states)
             else:
                 self._acknowledgement(m, states)
+        self._sealed_now.clear()  # plaintext kept no longer than the batch needs it
         self.folded_at, self.folded_cpu = time.perf_counter(), time.thread_time()
         self._write(states)
 
@@ -417,8 +422,11 @@ class Worker:
             log.info("duplicate %s %s dropped", event["type"], echoable(event["event_id"]))
             return
         sealed = self.keystores[p].seal(event, "obligation" if _obligation(event, self.policy) else "standard")
+        if sealed is not event:
+            self._sealed_now.update(zip(sealed["fields"].values(), event["fields"].values()))
         self._produce(self.t_events, key, encode(sealed), p)
-        log.debug("appended %s %s to partition %d", event["type"], echoable(event["event_id"]), p)
+        if self._debug:
+            log.debug("appended %s %s to partition %d", event["type"], echoable(event["event_id"]), p)
         self._fold(p, state, sealed, sealed["occurred_at"])
 
     def _acknowledgement(self, m: Any, states: dict[tuple[int, bytes], dict]) -> None:
@@ -475,16 +483,18 @@ class Worker:
                 assert value is not None
                 self.chain_heads[p] = value
                 self._produce(self.t_events, ev["subject_id"].encode(), value, p)
-                log.debug("decided %s %s on partition %d", ev["type"], echoable(ev["event_id"]), p)
+                if self._debug:
+                    log.debug("decided %s %s on partition %d", ev["type"], echoable(ev["event_id"]), p)
                 destroyed = ev.get("keys_destroyed")
                 if destroyed:
                     self.keystores[p].destroy(destroyed)
+                    self._sealed_now.clear()
             elif isinstance(out, lifecycle.RecordChange):
                 key = f"{out.subject_id}/{out.record_id}".encode()
                 if out.value is None:
                     self._produce(self.t_records, key, None, headers=headers)
                 else:
-                    plain = {**out.value, "fields": self.keystores[p].open(out.value["fields"])}
+                    plain = {**out.value, "fields": self._open(p, out.value["fields"])}
                     self._produce(self.t_records, key, encode({"type": "Record", **plain}))
             elif isinstance(out, lifecycle.ConsentChange):
                 key = out.subject_id.encode()
@@ -492,6 +502,13 @@ class Worker:
                     self._produce(self.t_consent, key, None, headers=headers)
                 else:
                     self._produce(self.t_consent, key, encode({"type": "ConsentSnapshot", **out.value}))
+
+    def _open(self, p: int, fields: dict[str, str]) -> dict[str, str]:
+        known = self._sealed_now
+        try:
+            return {name: known[value] for name, value in fields.items()}
+        except KeyError:  # sealed by an earlier batch
+            return self.keystores[p].open(fields)
 
     # -- the retention timer ----------------------------------------------------------------
 

@@ -18,7 +18,9 @@ from processors.guard import (
     fold_name,
     is_special_category_name,
     screen,
+    sealed_size,
 )
+from processors.guard import _quick_bound
 
 
 class StubPolicy:
@@ -470,3 +472,19 @@ def test_a_digit_run_is_refused_exactly_when_it_passes_luhn(number: int) -> None
     assert contains_payment_card(digits) == (total % 10 == 0)
     if total % 10 == 0:  # grouped, a part may pass Luhn where the whole fails; never the reverse
         assert contains_payment_card(" ".join(re.findall(".{1,4}", digits)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(min_size=1, max_size=300),
+    st.text(min_size=1, max_size=300),
+    st.dictionaries(st.text(max_size=60), st.text(max_size=400), max_size=12),
+    st.sampled_from(["", "\U0001f600", "\u00e9", "\u0800", "\""]),
+)
+def test_the_quick_size_bound_never_undercounts_a_sealed_event(subject: str, event_id: str, fields: dict[str, str], wide: str) -> None:
+    """The screen lets an event through on the quick bound alone; an event it lets through must
+    still fit once sealed, whatever its text is made of (4-byte characters, escapes)."""
+    fields = {k: v + wide * 50 for k, v in fields.items()}
+    event = {"type": "DataCollected", "subject_id": subject + wide, "event_id": event_id, "source": wide * 20, "fields": fields}
+    bound = _quick_bound(event)
+    assert bound is not None and bound >= sealed_size(event)
