@@ -70,6 +70,29 @@ class LagProbe:
         client = client_kwargs(settings)
         self.admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag", **client)
         self.consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag", **client)
+        self._groups: Any = None  # a librdkafka admin client, built on first use
+
+    def members_holding(self) -> int:
+        """How many members of the worker group hold input partitions, once the group has
+        settled (0 while it rebalances)."""
+        from confluent_kafka import ConsumerGroupState
+        from confluent_kafka.admin import AdminClient
+
+        from streams.fastread import librdkafka_security
+
+        if self._groups is None:
+            self._groups = AdminClient({"bootstrap.servers": self.settings.bootstrap, **librdkafka_security(self.settings)})
+        app = self.settings.app_id
+        try:
+            group = self._groups.describe_consumer_groups([app], request_timeout=5)[app].result()
+        except Exception:  # the group or its coordinator does not exist yet
+            return 0
+        if group.state != ConsumerGroupState.STABLE:
+            return 0
+        ingest = self.settings.topic("ingest")
+        return sum(
+            1 for m in group.members if m.assignment and any(tp.topic == ingest for tp in m.assignment.topic_partitions)
+        )
 
     def __call__(self) -> int | None:
         """Messages of the input topics not yet committed by the worker's group (None: no group yet)."""
