@@ -244,7 +244,7 @@ def pipeline_rate(
                 broker_used = _cpu_seconds(broker) - cpu0[2] if broker else 0.0
             else:
                 wall = 0.0
-            time.sleep(0.05)
+            time.sleep(0.1)  # each look costs the bench some CPU, which the workers share
         cores = {"workers_cores": used[0] / wall, "machine_cores": used[1] / wall}
         if broker:
             cores["broker_cores"] = broker_used / wall
