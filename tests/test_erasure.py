@@ -117,16 +117,21 @@ def needles() -> list[bytes]:
 def scan_files(root: Path, prefixes: tuple[str, ...]) -> dict[str, list[str]]:
     """file -> which erased values its raw bytes still hold (topic dirs by prefix, or every file)."""
     hits: dict[str, list[str]] = {}
-    for path in sorted(root.rglob("*")):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(root)
-        if prefixes and not rel.parts[0].startswith(prefixes):
-            continue
-        data = path.read_bytes()
-        found = [n.decode() for n in needles() if n in data]
-        if found:
-            hits[str(rel)] = found
+    # os.walk, not rglob: the broker deletes other tests' topics' directories (renamed
+    # "*-delete") while this walks, and a file gone from the disk holds nothing any more
+    for top, _, names in os.walk(root):
+        for name in sorted(names):
+            path = Path(top) / name
+            rel = path.relative_to(root)
+            if prefixes and not rel.parts[0].startswith(prefixes):
+                continue
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            found = [n.decode() for n in needles() if n in data]
+            if found:
+                hits[str(rel)] = found
     return hits
 
 
