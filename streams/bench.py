@@ -236,6 +236,8 @@ def pipeline_rate(
         while True:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the pipeline did not catch up within {timeout:.0f} s (lag {lag()})")
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"a worker stopped during the run (see {logs})")
             if lag() == 0:
                 if wall:  # read twice: a rebalance can briefly show an old commit
                     break
