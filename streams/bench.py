@@ -455,10 +455,12 @@ class Sizes:
     latency_seconds: float
     memory_subjects: int
     timeout: float
+    repeat: int  # best of how many runs of the fold (CPU time)
+    codec_seconds: float
 
 
-FULL = Sizes(events=60_000, subjects=6_000, latency_seconds=30.0, memory_subjects=1_000_000, timeout=900.0)
-QUICK = Sizes(events=1_500, subjects=400, latency_seconds=4.0, memory_subjects=5_000, timeout=120.0)
+FULL = Sizes(events=60_000, subjects=6_000, latency_seconds=30.0, memory_subjects=1_000_000, timeout=900.0, repeat=3, codec_seconds=1.0)
+QUICK = Sizes(events=1_500, subjects=400, latency_seconds=4.0, memory_subjects=5_000, timeout=120.0, repeat=1, codec_seconds=0.3)
 
 
 def run(base: Settings, sizes: Sizes, workdir: Path) -> dict[str, Any]:
@@ -550,12 +552,15 @@ def _measure(base: Settings, sizes: Sizes, workdir: Path, tag: str) -> dict[str,
         out["erasure_latency_ms"] = {"count": 0, "p50": None, "p99": None, "max": None}
 
     _say("bench: pure fold on one core ...")
-    fold = fold_run(min(sizes.events * 3, 300_000), min(sizes.subjects, 5_000), 3 if sizes is FULL else 1, 7, policy)
+    # the pipeline's mix: as many events a subject as its history has (the fold's cost per
+    # event grows with a subject's history); more events than it, for a steadier figure
+    n_fold = min(sizes.events * 3, 300_000)
+    fold = fold_run(n_fold, max(1, n_fold * sizes.subjects // sizes.events), sizes.repeat, 7, policy)
     out["fold_eps"] = fold["fold_eps"]
     out["fold_baseline_eps"] = fold["baseline_eps"]
 
     _say("bench: codec ...")
-    out["codec"] = codec_rates(events, 1.0 if sizes is FULL else 0.3)
+    out["codec"] = codec_rates(events, sizes.codec_seconds)
 
     _say(f"bench: worker memory holding {sizes.memory_subjects:,} subjects ...")
     out["memory_subjects"] = sizes.memory_subjects
