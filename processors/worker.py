@@ -128,7 +128,7 @@ class Worker:
                 # flush() sends at once whatever linger is; the linger only gathers a batch's
                 # outputs into a few requests per partition. With 2 ms, a batch went out in
                 # ~25 requests of ~7 messages each, and the broker spent 130 µs of CPU per event
-                # on them; with 100 ms, 30-60 µs (lifecycle bench, README)
+                # on them; with 100 ms, 25-35 µs (lifecycle bench, README)
                 "linger.ms": 100,
                 "partitioner": "murmur2_random",  # the Java client's, as upstream's kafka-python uses
                 "message.max.bytes": STATE_MAX_BYTES + 64 * 1024,
