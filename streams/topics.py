@@ -12,7 +12,7 @@ Why each setting:
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from streams.settings import Settings
 
@@ -63,12 +63,10 @@ def ensure_topics(settings: Settings, names: Iterable[str] = NAMES) -> list[str]
 
 def create_missing(settings: Settings, topics: dict[str, dict[str, str]]) -> list[str]:
     """Create whichever of ``topics`` (full name -> configs) is missing; returns the names created."""
-    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    from streams.security import client_kwargs
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="lifecycle-admin", **client_kwargs(settings))
+    admin = _admin(settings)
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(name, settings.partitions, 1, topic_configs=conf) for name, conf in topics.items() if name not in existing]
@@ -85,11 +83,7 @@ def create_missing(settings: Settings, topics: dict[str, dict[str, str]]) -> lis
 def delete_prefixed(settings: Settings, prefix: str) -> list[str]:
     """Delete every topic whose name starts with ``prefix``; returns the names deleted. For
     scratch topics (the benchmark's), which would otherwise pile up on the user's broker."""
-    from kafka.admin import KafkaAdminClient
-
-    from streams.security import client_kwargs
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="lifecycle-admin", **client_kwargs(settings))
+    admin = _admin(settings)
     try:
         doomed = sorted(t for t in admin.list_topics() if t.startswith(prefix))
         if doomed:
@@ -97,3 +91,11 @@ def delete_prefixed(settings: Settings, prefix: str) -> list[str]:
         return doomed
     finally:
         admin.close()
+
+
+def _admin(settings: Settings) -> Any:
+    from kafka.admin import KafkaAdminClient
+
+    from streams.security import client_kwargs
+
+    return KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="lifecycle-admin", **client_kwargs(settings))
