@@ -12,12 +12,14 @@ partition *p* of ``lifecycle.events``. So it folds each entry as it appends it: 
 is the order it produced in, and a replay of the log folds exactly what the worker folded,
 without the worker reading its own log back (which doubled every event's cost).
 
-A batch is: consume up to ``fold_batch`` messages, guard and fold them, wait once for every
-output to be acknowledged, then write each touched subject's state to its changelog, wait
-again, then commit the input offsets. A worker killed anywhere folds the batch again from the
-last commit: the outputs are re-sent byte for byte (idempotent), the states were written only
-after what they claim was out. Nothing here decides anything: a bad message is dead-lettered
-with a reason and the batch goes on.
+A batch is: consume up to ``fold_batch`` messages, guard and fold them, sending the downstream
+outputs and new data keys as they come but holding the log's entries back; once the keys are
+acknowledged, append the entries; once everything is acknowledged, write each touched
+subject's state to its changelog, wait again, then commit the input offsets. A worker killed
+anywhere folds the batch again from the last commit: the outputs are re-sent (idempotent), a
+log entry never reached the broker before the data key it is sealed under, and the states were
+written only after what they claim was out. Nothing here decides anything: a bad message is
+dead-lettered with a reason and the batch goes on.
 
 Why not faust (which this worker was written on first): measured with ``lifecycle bench`` on
 the same machine, faust's per-message stream, table and producer machinery held the pipeline
@@ -182,6 +184,10 @@ class Worker:
         # the plaintext of the fields this batch sealed, by envelope: the records it puts on
         # lifecycle.records need not be decrypted again
         self._sealed_now: dict[str, str] = {}
+        # this batch's log entries (key, value, partition), in fold order, and whether any is
+        # sealed: they go out once the data keys are acknowledged (_flush_log)
+        self._log: list[tuple[bytes, bytes, int]] = []
+        self._log_sealed = False
         self._debug = log.isEnabledFor(logging.DEBUG)  # per-event lines cost even when off
 
     # -- Kafka plumbing -------------------------------------------------------------------
@@ -358,9 +364,27 @@ class Worker:
         self.folded_at, self.folded_cpu = time.perf_counter(), time.thread_time()
         self._write(states)
 
+    def _flush_log(self) -> None:
+        """Append the batch's log entries, after the data keys they are sealed under.
+
+        Why wait for the keys: an entry acknowledged without its key (a worker killed between
+        the two) would be re-sealed under a new key when the batch is folded again, leaving the
+        first copy in the log unreadable for good. The wait costs a round trip per batch that
+        sealed anything; entries and keys were sent together before.
+        """
+        if not self._log:
+            return
+        if self._log_sealed:
+            self._deliver()
+        for key, value, p in self._log:
+            self._produce(self.t_events, key, value, p)
+        self._log.clear()
+        self._log_sealed = False
+
     def _write(self, states: dict[tuple[int, bytes], dict]) -> None:
         # the states go out only once everything they claim was sent is acknowledged: a crash
         # in between folds the batch again rather than leaving its tombstones unsent
+        self._flush_log()
         self._deliver()
         for (p, key), state in states.items():
             self.subjects.put(p, key, orjson.dumps(state))
@@ -424,7 +448,8 @@ class Worker:
         sealed = self.keystores[p].seal(event, "obligation" if _obligation(event, self.policy) else "standard")
         if sealed is not event:
             self._sealed_now.update(zip(sealed["fields"].values(), event["fields"].values()))
-        self._produce(self.t_events, key, encode(sealed), p)
+            self._log_sealed = True
+        self._log.append((key, encode(sealed), p))  # type: ignore[arg-type]
         if self._debug:
             log.debug("appended %s %s to partition %d", event["type"], echoable(event["event_id"]), p)
         self._fold(p, state, sealed, sealed["occurred_at"])
@@ -446,7 +471,7 @@ class Worker:
         state = self._state(p, key, event["subject_id"], states)
         if event["event_id"] in state["seen"]:
             return
-        self._produce(self.t_events, key, encode(event), p)
+        self._log.append((key, encode(event), p))  # type: ignore[arg-type]
         self._fold(p, state, event, event["occurred_at"])
 
     def _fold(self, p: int, state: dict, event: dict, now: int) -> None:
@@ -458,6 +483,7 @@ class Worker:
         from streams.downstream import last_decision
         from streams.security import client_kwargs
 
+        self._flush_log()
         self._deliver()  # the log's tail must hold what this worker wrote
         found = last_decision(self.settings.bootstrap, self.t_events, p, 512, client_kwargs(self.settings))
         return found or GENESIS
@@ -482,7 +508,7 @@ class Worker:
                 value = encode({**ev, "chain": link(self._chain_head(p))})
                 assert value is not None
                 self.chain_heads[p] = value
-                self._produce(self.t_events, ev["subject_id"].encode(), value, p)
+                self._log.append((ev["subject_id"].encode(), value, p))
                 if self._debug:
                     log.debug("decided %s %s on partition %d", ev["type"], echoable(ev["event_id"]), p)
                 destroyed = ev.get("keys_destroyed")

@@ -1,0 +1,136 @@
+"""The order in which the worker sends a batch's messages, which is what a crash can cut.
+
+No broker here on purpose: what is checked is the sequence of produce and flush calls the
+worker makes, recorded by a stand-in for its producer, and no broker could show it. That the
+messages arrive and fold right is for the integration tests (``test_worker_rules.py``,
+``test_failover.py``); this is the promise that no prefix of the sequence, all a killed worker
+leaves behind, holds a log entry whose data key is not on the broker, or a subject's state
+ahead of the outputs it claims.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from processors.envelope import key_of
+from processors.policy import load_policy
+from processors.shredding import Keyring, new_data_key
+from processors.worker import Clock, Worker, changelog_topic
+from schemas.contract import parse_line
+from streams.codec import decode, encode
+from streams.settings import Settings
+from streams.topics import partition_for
+
+
+class Recorder:
+    """A producer that remembers what was sent, and where the flushes fell, in one list."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes | None, bytes | None, int]] = []
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, partition: int = -1, headers: Any = None) -> None:
+        self.calls.append((topic, key, value, partition))
+
+    def flush(self, timeout: float = -1) -> int:
+        self.calls.append(("FLUSH", None, None, -1))
+        return 0
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+
+@dataclasses.dataclass
+class Message:
+    t: str
+    p: int
+    o: int
+    k: bytes
+    v: bytes
+
+    def topic(self) -> str:
+        return self.t
+
+    def partition(self) -> int:
+        return self.p
+
+    def offset(self) -> int:
+        return self.o
+
+    def key(self) -> bytes:
+        return self.k
+
+    def value(self) -> bytes:
+        return self.v
+
+    def error(self) -> None:
+        return None
+
+    def headers(self) -> None:
+        return None
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Any:
+    settings = dataclasses.replace(Settings.from_env({}), bootstrap="127.0.0.1:1", home=tmp_path, store="memory://")
+    w = Worker(settings, load_policy(), Clock(), Keyring.of(new_data_key()))
+    w.producer = Recorder()
+    w.owned = set(range(settings.partitions))
+    w.chain_heads = {p: b"" for p in range(settings.partitions)}
+    yield w
+    w.consumer.close()
+
+
+def line(**fields: object) -> dict:
+    import orjson
+
+    return parse_line(orjson.dumps(fields))
+
+
+def messages(worker: Worker, events: list[dict]) -> list[Message]:
+    out = []
+    for i, e in enumerate(events):
+        key = e["subject_id"].encode()
+        out.append(Message(worker.t_ingest, partition_for(key, worker.settings.partitions), i, key, encode(e)))  # type: ignore[arg-type]
+    return out
+
+
+def test_a_log_entry_leaves_only_after_the_data_key_it_is_sealed_under(worker: Worker) -> None:
+    events = [
+        line(type="DataCollected", event_id=f"e-{i}", subject_id=f"s-{i % 3}", occurred_at="2026-03-01T10:00:00Z",
+             source="web", record_id=f"r-{i}", category="contact", purpose="inquiry",
+             legal_basis="legitimate_interest", fields={"name": f"Name {i}", "email": f"n{i}@example.com"})
+        for i in range(6)
+    ]  # fmt: skip
+    worker.process(messages(worker, events))
+    calls = worker.producer.calls  # type: ignore[attr-defined]
+    flushes = [i for i, c in enumerate(calls) if c[0] == "FLUSH"]
+    key_sent = {c[1].decode(): i for i, c in enumerate(calls) if c[0] == worker.t_keys and c[2] is not None}  # type: ignore[union-attr]
+    entries = [(i, decode(c[2])) for i, c in enumerate(calls) if c[0] == worker.t_events]
+    assert len(entries) == 6 and len(key_sent) == 6
+    for i, entry in entries:
+        assert entry is not None
+        needed = {key_of(v) for v in entry["fields"].values()}
+        for key_id in needed:
+            assert key_id in key_sent, f"{entry['event_id']} is sealed under a key never sent"
+            # a flush between the key and the entry: the key was acknowledged first
+            assert any(key_sent[key_id] < f < i for f in flushes), f"{entry['event_id']} sent before its key was acknowledged"
+
+
+def test_a_state_leaves_only_after_everything_it_claims(worker: Worker) -> None:
+    events = [
+        line(type="ConsentGiven", event_id="c-1", subject_id="s-1", occurred_at="2026-03-01T10:00:00Z",
+             source="web", purpose="newsletter"),
+        line(type="DataCollected", event_id="e-1", subject_id="s-1", occurred_at="2026-03-01T10:01:00Z",
+             source="web", record_id="r-1", category="contact", purpose="newsletter",
+             legal_basis="consent", fields={"email": "s1@example.com"}),
+    ]  # fmt: skip
+    worker.process(messages(worker, events))
+    calls = worker.producer.calls  # type: ignore[attr-defined]
+    state_at = min(i for i, c in enumerate(calls) if c[0] == changelog_topic(worker.settings))
+    last_output = max(i for i, c in enumerate(calls) if c[0] in (worker.t_events, worker.t_records, worker.t_consent, worker.t_keys))
+    assert any(last_output < f < state_at for f in (i for i, c in enumerate(calls) if c[0] == "FLUSH"))
+    assert calls[-1][0] == "FLUSH"  # and the batch returns with its states acknowledged
