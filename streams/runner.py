@@ -75,24 +75,18 @@ class LagProbe:
     def members_holding(self) -> int:
         """How many members of the worker group hold input partitions, once the group has
         settled (0 while it rebalances)."""
-        from confluent_kafka import ConsumerGroupState
         from confluent_kafka.admin import AdminClient
 
         from streams.fastread import librdkafka_security
+        from streams.group import ingest_owners
 
         if self._groups is None:
             self._groups = AdminClient({"bootstrap.servers": self.settings.bootstrap, **librdkafka_security(self.settings)})
-        app = self.settings.app_id
         try:
-            group = self._groups.describe_consumer_groups([app], request_timeout=5)[app].result()
+            stable, members = ingest_owners(self.settings, self._groups)
         except Exception:  # the group or its coordinator does not exist yet
             return 0
-        if group.state != ConsumerGroupState.STABLE:
-            return 0
-        ingest = self.settings.topic("ingest")
-        return sum(
-            1 for m in group.members if m.assignment and any(tp.topic == ingest for tp in m.assignment.topic_partitions)
-        )
+        return sum(1 for _, held in members if held) if stable else 0
 
     def __call__(self) -> int | None:
         """Messages of the input topics not yet committed by the worker's group (None: no group yet)."""

@@ -37,19 +37,11 @@ CLIENT_PREFIX = "lifecycle-worker "
 
 def owner_url(settings: Settings, partition: int) -> str | None:
     """The views URL of the group member that owns ``partition`` of ``lifecycle.ingest``."""
-    from confluent_kafka.admin import AdminClient
+    from streams.group import ingest_owners
 
-    from streams.fastread import librdkafka_security
-
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap, **librdkafka_security(settings)})
-    futures = admin.describe_consumer_groups([settings.app_id], request_timeout=10)
-    group = futures[settings.app_id].result()
-    ingest = settings.topic("ingest")
-    for member in group.members:
-        owned = member.assignment.topic_partitions if member.assignment else []
-        if any(tp.topic == ingest and tp.partition == partition for tp in owned):
-            if member.client_id.startswith(CLIENT_PREFIX):
-                return member.client_id[len(CLIENT_PREFIX) :]
+    for client_id, held in ingest_owners(settings)[1]:
+        if partition in held and client_id.startswith(CLIENT_PREFIX):
+            return client_id[len(CLIENT_PREFIX) :]
     return None
 
 

@@ -10,7 +10,6 @@ tombstoned, no record resurrected.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import signal
 import threading
 import time
@@ -26,6 +25,7 @@ from streams import broker
 from streams.bench import expected, fill, history
 from streams.codec import decode, encode
 from streams.downstream import latest_by_key, read_topic
+from streams.group import ingest_owners
 from streams.publish import producer
 from streams.runner import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
@@ -141,25 +141,7 @@ def test_broker_restarted_mid_stream_loses_nothing_and_everyone_reconnects(own_b
 
 def _ingest_owners(settings: Settings) -> list[set[int]]:
     """The ingest partitions each member of the worker group holds, as the broker sees it."""
-    from kafka import KafkaAdminClient
-
-    # faust's member metadata is not the plain consumer protocol: kafka-python warns about it,
-    # with the whole group description, on every call
-    logging.getLogger("kafka.admin._groups").setLevel(logging.ERROR)
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-test")
-    try:
-        group = admin.describe_groups([settings.app_id])[settings.app_id]
-    finally:
-        admin.close()
-    owners = []
-    for member in group.get("members") or []:
-        assignment: Any = member.get("member_assignment") or {}
-        held: set[int] = set()
-        for tp in assignment.get("assigned_partitions") or []:
-            if tp["topic"] == settings.topic("ingest"):
-                held |= set(tp["partitions"])
-        owners.append(held)
-    return owners
+    return [held for _, held in ingest_owners(settings)[1]]
 
 
 def _view(url: str, settings: Settings, subject: str) -> tuple[int, bytes]:
