@@ -62,16 +62,11 @@ READY = "worker ready"
 
 
 class Clock:
-    """The one source of "now" for the timer, so tests can move time forward."""
-
-    def __init__(self, offset_ms: int = 0) -> None:
-        self.offset_ms = offset_ms
+    """The one source of "now" for the timer and the data keys' creation times: a worker built
+    in a test may be handed another."""
 
     def now(self) -> int:
-        return int(time.time() * 1000) + self.offset_ms
-
-    def advance(self, ms: int) -> None:
-        self.offset_ms += ms
+        return int(time.time() * 1000)
 
 
 Where = tuple[str, int, int]  # topic, partition, offset of the message a dead letter is about
@@ -696,7 +691,7 @@ def configure_logging(loglevel: str) -> None:
     hold_payload_loggers()  # kafka-python's debug output holds message values
 
 
-def run(settings: Settings | None = None, loglevel: str = "info", dev: bool = False, clock: Clock | None = None) -> None:
+def run(settings: Settings | None = None, loglevel: str = "info", dev: bool = False) -> None:
     """Run a worker in the foreground until SIGINT/SIGTERM, then shut down cleanly."""
     from streams.fastread import librdkafka_security
     from streams.topics import ensure_topics
@@ -707,7 +702,7 @@ def run(settings: Settings | None = None, loglevel: str = "info", dev: bool = Fa
     running = _claim_state_dir(settings)
     ensure_topics(settings)
     ensure_changelog(settings)
-    worker = Worker(settings, load_policy(settings.policy_file), clock or Clock(), settings.keyring(dev=dev))
+    worker = Worker(settings, load_policy(settings.policy_file), Clock(), settings.keyring(dev=dev))
     security = librdkafka_security(settings)
     log.info(
         "connecting to %s as %s over %s",
