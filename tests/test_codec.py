@@ -26,15 +26,23 @@ ERASURE_REQUESTED = {
     "occurred_at": 1767607200000,  # 2026-01-05T10:00:00Z
     "source": "crm",
     "request_id": "q1",
+    "received_at": 0,
+    "digest": "",
 }
 ERASURE_REQUESTED_BYTES = bytes.fromhex(
     "c301"  # single-object marker
-    "52a2c9127774b575"  # CRC-64-AVRO of lifecycle.ErasureRequested, little-endian
+    "cc5c19cd54779f4f"  # CRC-64-AVRO of lifecycle.ErasureRequested, little-endian
     "04 6531"  # event_id: length 2 (zigzag 4), "e1"
     "04 7331"  # subject_id "s1"
     "80a4cbd9f166"  # occurred_at 1767607200000, zigzag varint
     "06 63726d"  # source "crm"
     "04 7131"  # request_id "q1"
+    "00"  # received_at 0: not stamped yet
+    "00"  # digest ""
+)
+ERASURE_REQUESTED_V1_BYTES = bytes.fromhex(
+    "c301 52a2c9127774b575"  # the same event as version 1 wrote it (no received_at, no digest)
+    "04 6531 04 7331 80a4cbd9f166 06 63726d 04 7131"
 )
 DATA_COLLECTED = {
     "type": "DataCollected",
@@ -47,9 +55,11 @@ DATA_COLLECTED = {
     "purpose": "inquiry",
     "legal_basis": "consent",
     "fields": {"email": "ada@example.com"},
+    "received_at": 1767607201000,
+    "digest": "ab",
 }
 DATA_COLLECTED_BYTES = bytes.fromhex(
-    "c301 5c1f960fd340d09a"
+    "c301 4406a6f8b8931e00"
     "04 6531 04 7331 80a4cbd9f166"
     "10 7765625f666f726d"  # "web_form"
     "04 7231"  # record_id "r1"
@@ -57,6 +67,8 @@ DATA_COLLECTED_BYTES = bytes.fromhex(
     "0e 696e7175697279"  # "inquiry"
     "0e 636f6e73656e74"  # "consent"
     "02 0a 656d61696c 1e 616461406578616d706c652e636f6d 00"  # map: 1 entry, end
+    "d0b3cbd9f166"  # received_at 1767607201000
+    "04 6162"  # digest "ab"
 )
 RECORD = {
     "type": "Record",
@@ -96,6 +108,10 @@ def test_golden_bytes(event: dict[str, Any], data: bytes) -> None:
     assert decode(data) == event
 
 
+def test_bytes_of_version_1_read_as_the_current_shape() -> None:
+    assert decode(ERASURE_REQUESTED_V1_BYTES) == ERASURE_REQUESTED
+
+
 def test_defaults_are_written_when_a_field_is_left_out() -> None:
     ack = {
         "type": "ErasureAcknowledged",
@@ -106,7 +122,7 @@ def test_defaults_are_written_when_a_field_is_left_out() -> None:
         "consumer": "mailer",
         "request_id": "q",
     }
-    assert decode(encode(ack)) == {**ack, "record_id": ""}
+    assert decode(encode(ack)) == {**ack, "record_id": "", "received_at": 0, "digest": ""}
 
 
 def test_tombstones_pass_through() -> None:
