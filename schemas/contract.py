@@ -43,6 +43,10 @@ MAX_TEXT = 65_536
 MAX_FIELDS = 1_000
 MAX_FIELD_NAME = 256
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant datetime knows
+KEY_SEPARATOR = "/"
+"""Joins ids into the keys of ``lifecycle.records`` and of data keys; no id may hold it."""
+STAMPED = frozenset({"received_at", "digest"})
+"""Fields the guard stamps on an event as it takes it in; an upstream line may not set them."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -165,9 +169,42 @@ def _check_id(value: str, field: str) -> None:
     if " " in value or not value.isprintable():  # catches every other space and control too
         raise ContractError(
             f"field {field!r} holds whitespace or control characters; ids are opaque tokens",
-            code="bad_id",
+            code="invalid_id",
             field=field,
         )
+    if KEY_SEPARATOR in value:
+        raise ContractError(
+            f"field {field!r} holds a {KEY_SEPARATOR!r}, which joins ids in the keys of "
+            "lifecycle.records and of the data keys: two people's ids could make one key",
+            code="invalid_id",
+            field=field,
+        )
+
+
+def is_valid_id(value: object) -> bool:
+    """Whether ``value`` would pass as an id (``_check_id``): what a dead letter may repeat of
+    an event the contract refused for another reason."""
+    if not isinstance(value, str):
+        return False
+    try:
+        _check_id(value, "id")
+    except ContractError:
+        return False
+    return True
+
+
+def record_key(subject_id: str, record_id: str) -> bytes:
+    """The Kafka key of a record on ``lifecycle.records``: ``<subject_id>/<record_id>``.
+
+    Unambiguous because no id may hold the separator (``_check_id``): this and
+    ``split_record_key`` are the only places the form is written."""
+    return f"{subject_id}{KEY_SEPARATOR}{record_id}".encode("utf-8", "surrogatepass")
+
+
+def split_record_key(key: str) -> tuple[str, str]:
+    """``(subject_id, record_id)`` of a ``lifecycle.records`` key (``record_key`` reversed)."""
+    subject_id, _, record_id = key.partition(KEY_SEPARATOR)
+    return subject_id, record_id
 
 
 def _check_text(value: str, field: str, required: bool) -> None:
@@ -289,6 +326,12 @@ def validate(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_line(line: str | bytes) -> dict[str, Any]:
     """One JSON line of ``lifecycle publish`` to a validated event dict."""
+    if isinstance(line, (bytes, bytearray, memoryview)):
+        try:
+            bytes(line).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            # orjson reports any invalid UTF-8 at character 0; the byte is what one can look up
+            raise ContractError(f"not valid UTF-8 (at byte {exc.start})", code="not_utf8") from None
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -298,6 +341,13 @@ def parse_line(line: str | bytes) -> dict[str, Any]:
         raise ContractError("a line must be text or bytes", code="not_json") from None
     if not isinstance(obj, dict):
         raise ContractError("a line must be a JSON object", code="not_an_object")
+    stamped = sorted(STAMPED & obj.keys())
+    if stamped:
+        raise ContractError(
+            f"field {stamped[0]!r} is the pipeline's to stamp, not upstream's",
+            code="unexpected_field",
+            field=stamped[0],
+        )
     when = obj.get("occurred_at")
     if when is not None and not isinstance(when, str):
         raise ContractError(
@@ -313,7 +363,12 @@ __all__ = [
     "LEGAL_BASES",
     "RELATIONSHIP_KINDS",
     "ContractError",
+    "KEY_SEPARATOR",
+    "STAMPED",
+    "is_valid_id",
     "looks_like_contact_data",
     "parse_line",
+    "record_key",
+    "split_record_key",
     "validate",
 ]
