@@ -33,7 +33,12 @@ Choices the design left open, made here:
   timer merely had not run yet);
 - while any legal hold is active no record expires; when the last hold is released, overdue
   records and records an erasure kept only for the hold go at once (``hold_released``);
-- acknowledgements from consumers the policy does not register are ignored.
+- acknowledgements from consumers the policy does not register are ignored;
+- an erasure that sent nothing downstream (no record held, no consent) is complete at once:
+  there is nothing for a consumer to acknowledge, so none is waited for or blamed;
+- data collected before an erasure ran but delivered after it is covered by that erasure
+  (``covered_by_erasure``, its key destroyed), unless an obligation or a hold would have kept it
+  (``_arrived_late``).
 """
 
 from __future__ import annotations
@@ -127,8 +132,10 @@ def new_state(subject_id: str) -> dict:
         # consent starts a new life). The erasures stay listed for good, so that nobody
         # silently re-creates a data key for the old data.
         "status": "active",
-        "erasures": [],  # [{request_id, at, caused_by}]
-        "seen": {},  # event_id -> 1: upstream and decision ids alike, the idempotency set
+        "erasures": [],  # [{request_id, at, caused_by, late}]: late, see _arrived_late
+        # event_id -> the digest the guard stamped on it ("" for decisions and unstamped
+        # events): upstream and decision ids alike, the idempotency set
+        "seen": {},
         "records": {},  # record_id -> record value, exactly as lifecycle.records carries it
         "retained": {},  # record_id -> why an erasure kept it: legal_obligation | legal_hold:<id>
         "consent": None,  # the consent snapshot, exactly as lifecycle.consent carries it
@@ -153,7 +160,7 @@ def _decision(state: dict, typ: str, event_id: str, at: int, cause: str, extra: 
         "caused_by": cause,
     }
     ev.update(extra)
-    state["seen"][event_id] = 1  # reading it back from the log is then a no-op
+    state["seen"][event_id] = ""  # reading it back from the log is then a no-op
     return _new(Decision, (ev,))
 
 
@@ -365,11 +372,55 @@ def _on_collected(state: dict, ev: dict, policy: Policy) -> list[Output]:
                 rec["retention_deadline"] = at + (later - day) * DAY_MS
     else:
         rec["retention_deadline"] = _deadline(state, rec, policy)
+    if state["erasures"]:
+        covering = _covering_erasure(state, at)
+        if covering is not None:
+            return _arrived_late(state, ev, rec, covering, policy)
     state["records"][rid] = rec
     if state["retained"]:
         state["retained"].pop(rid, None)  # a fresh collection is new data, not the retained copy
     state["status"] = "active"
     return [_new(RecordChange, (sid, rid, rec))]
+
+
+def _covering_erasure(state: dict, collected_at: int) -> dict | None:
+    """The executed erasure that covers data collected at ``collected_at``, if any: the latest
+    one, when the data was collected before it (by the erasure's time, which is when the
+    subject's identity was verified for it, so a backfilled history decides as it did then)."""
+    latest = max(state["erasures"], key=lambda e: e["at"])
+    return latest if collected_at < latest["at"] else None
+
+
+def _arrived_late(state: dict, ev: dict, rec: dict, erasure: dict, policy: Policy) -> list[Output]:
+    """Data collected before an erasure ran, delivered after it: the erasure covers it.
+
+    Why: the subject asked that everything held about them be erased, and this data was held
+    upstream when the erasure ran; that it reached the pipeline late (a queue, a nightly sync)
+    cannot bring it back. It is treated exactly as the erasure treated what it found: kept,
+    restricted, only while a legal obligation or hold requires it, otherwise refused and its
+    data key destroyed. A record collected since (a new life) of the same id is not replaced.
+    """
+    rid = rec["record_id"]
+    late = erasure.setdefault("late", [])
+    if rid not in late:
+        late.append(rid)
+    why = None
+    if rid not in state["records"]:
+        if _obligation_runs(rec, erasure["at"], policy):
+            why = "legal_obligation"
+        elif state["holds"]:
+            why = f"legal_hold:{min(state['holds'])}"
+    if why is None:
+        return [
+            _reject(
+                state, ev["event_id"], rid, ev["occurred_at"], "covered_by_erasure",
+                request_id=erasure["request_id"], record_id=rid,
+            )
+        ]  # fmt: skip
+    rec["restricted"] = True
+    state["records"][rid] = rec
+    state["retained"][rid] = why
+    return [_rc(state["subject_id"], rid, rec)]
 
 
 def _set_consent(state: dict, ev: dict, updates: dict[str, tuple[str, str | None]], stopped: dict | None = None) -> ConsentChange:
@@ -649,17 +700,21 @@ def _on_ack(state: dict, ev: dict, policy: Policy) -> list[Output]:
 
 def _maybe_complete(state: dict, req_id: str, req: dict, ev: dict, out: list[Output]) -> None:
     if all(c in req["acks"] for c in req["consumers"]):
-        req["status"] = "completed"
-        out.append(
-            _decision(
-                state,
-                "ErasureCompleted",
-                f"{ev['event_id']}/ErasureCompleted/{req_id}",
-                ev["occurred_at"],
-                ev["event_id"],
-                {"request_id": req_id, "consumers": list(req["consumers"])},
-            )
+        _complete(state, req_id, req, ev["occurred_at"], ev["event_id"], out)
+
+
+def _complete(state: dict, req_id: str, req: dict, at: int, cause: str, out: list[Output]) -> None:
+    req["status"] = "completed"
+    out.append(
+        _decision(
+            state,
+            "ErasureCompleted",
+            f"{cause}/ErasureCompleted/{req_id}",
+            at,
+            cause,
+            {"request_id": req_id, "consumers": list(req["consumers"])},
         )
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -751,6 +806,7 @@ def _erase(
     for rec_id in sorted(erased):
         if rec_id in records:
             out.append(_tombstone(state, rec_id))
+    tombstoned = bool(out) or state["consent"] is not None
     for rec_id in sorted(retained):
         rec = records.get(rec_id)
         if rec is None:
@@ -773,7 +829,9 @@ def _erase(
     _close(req, "executed", at, None)
     req["erased"] = sorted(erased)
     req["retained"] = dict(sorted(retained.items()))
-    req["consumers"] = list(policy.consumer_names)  # who must acknowledge, fixed now
+    # who must acknowledge, fixed now: every consumer, when a deletion went downstream; nobody
+    # when nothing did (no record held, no consent), since there is nothing to acknowledge
+    req["consumers"] = list(policy.consumer_names) if tombstoned else []
     req["acks"] = {}  # consumer -> at
     req["record_acks"] = {}  # consumer -> [record_id] acknowledged one by one
     req["missed_consumers"] = []
@@ -795,6 +853,8 @@ def _erase(
                 },
             )
         )
+        if not tombstoned:
+            _complete(state, rid, req, at, cause, out)
     return out
 
 
@@ -819,7 +879,8 @@ def _on_decision(state: dict, ev: dict, policy: Policy) -> list[Output]:
         known = requests.get(ev["request_id"])
         if known is not None and known["status"] != _OPEN:
             return []
-        return _erase(state, ev["request_id"], at, cause, list(ev["erased"]), dict(ev["retained"]), policy, False)
+        erased, retained = list(ev["erased"]), dict(ev["retained"])
+        return _erase(state, ev["request_id"], at, cause, erased, retained, policy, False)
     req = requests.get(ev.get("request_id") or "")
     if req is None:
         return []
@@ -937,11 +998,32 @@ def apply(state: dict, event: dict, now: int, policy: Policy) -> tuple[dict, lis
     seen = state["seen"]
     if eid in seen:
         return state, []
-    seen[eid] = 1
+    seen[eid] = event.get("digest") or ""
     handler = _HANDLERS.get(typ)
     if handler is None:
         return state, []
     return state, handler(state, event, policy)
+
+
+def seen(state: dict, event_id: str) -> bool:
+    """Whether an event of this id was folded into the state (upstream events and decisions)."""
+    return event_id in state["seen"]
+
+
+def redelivered(state: dict, event_id: str, digest: str | None) -> str | None:
+    """Whether an upstream event was folded before: None (never), ``"same"``, or ``"different"``
+    when the first copy's digest and ``digest`` disagree.
+
+    ``digest`` None means the caller cannot tell (the event's data key was destroyed since):
+    then it counts as the same, since folding it again could only bring erased data back. A
+    first copy folded without a digest (before digests were stamped) counts as the same too.
+    """
+    first = state["seen"].get(event_id)
+    if first is None:
+        return None
+    if digest is None or not first or first == digest:
+        return "same"
+    return "different"
 
 
 def next_deadline(state: dict) -> int | None:
@@ -1011,11 +1093,22 @@ def export(state: dict) -> dict:
             item["erased"] = list(req["erased"])
             item["retained"] = dict(req["retained"])
             item["acknowledged_by"] = sorted(req["acks"])
+            item["awaiting"] = sorted(c for c in req["consumers"] if c not in req["acks"])
         requests.append(item)
     return {
         "subject_id": state["subject_id"],
         "status": state["status"],
-        "erasures": [dict(e) for e in state["erasures"]],
+        # each erasure with ``late_arrivals``: records collected before it ran but delivered
+        # after it, which it covered (refused, or kept restricted under an obligation or hold)
+        "erasures": [
+            {
+                "request_id": e["request_id"],
+                "at": e["at"],
+                "caused_by": e["caused_by"],
+                "late_arrivals": list(e.get("late", ())),
+            }
+            for e in state["erasures"]
+        ],
         "records": records,
         "consent": consent_view(state),
         "consent_history": sorted(

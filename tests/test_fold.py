@@ -40,7 +40,9 @@ from processors.fold import (
     export,
     new_state,
     next_deadline,
+    redelivered,
 )
+from processors import envelope
 from processors.policy import Policy, load_policy
 
 DAY = 86_400_000
@@ -509,6 +511,66 @@ def test_rule_erasure_of_an_erased_subject_is_answered_not_repeated(policy: Poli
     assert {d["request_id"] for d in missed} == {"q-1"}  # only q-1 waits for acknowledgements
 
 
+def sealed(key_id: str) -> dict[str, str]:
+    """A field map as the guard seals it (one envelope under ``key_id``)."""
+    return {"email": envelope.build(key_id, b"\x00" * 28)}
+
+
+def test_rule_erasure_covers_data_collected_before_it_but_delivered_after(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-1")
+    s.request("ErasureRequested", T0 + DAY)  # runs at T0 + DAY + HOUR (the verification)
+    outs = s.collect(T0 + HOUR, "r-late", fields=sealed("s-1/late"))  # collected before, arrives after
+    d = only(outs, "RequestRejected")
+    assert (d["reason"], d["request_id"], d["record_id"]) == ("covered_by_erasure", "q-1", "r-late")
+    assert d["keys_destroyed"] == ["s-1/late"] and not upserted(outs)
+    assert "r-late" not in s.records and s.state["keys"] == {}
+    assert s.state["requests"]["q-1"]["status"] == "executed"  # the erasure still stands
+    (erasure,) = export(s.state)["erasures"]
+    assert erasure["late_arrivals"] == ["r-late"] and erasure["at"] == T0 + DAY + HOUR
+
+
+def test_rule_erasure_keeps_a_late_record_an_obligation_would_have_kept(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-1")
+    s.request("ErasureRequested", T0 + DAY)
+    outs = s.collect(T0, "r-bill", category="billing", purpose="invoicing")  # an invoice, late
+    rec = upserted(outs)["r-bill"]
+    assert rec["restricted"] and s.state["retained"] == {"r-bill": "legal_obligation"}
+    assert not decisions(outs)
+
+
+def test_rule_erasure_data_collected_after_it_is_a_new_life(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-1")
+    s.request("ErasureRequested", T0 + DAY)
+    outs = s.collect(T0 + 2 * DAY, "r-1")
+    assert upserted(outs)["r-1"]["restricted"] is False and s.state["status"] == "active"
+
+
+def test_rule_erasure_that_sent_nothing_downstream_completes_without_acknowledgements(policy: Policy) -> None:
+    s = Subject(policy)
+    s.send("RelationshipStarted", T0, relationship_id="rel-1", kind="client")  # known, but no data
+    outs = s.request("ErasureRequested", T0 + DAY)
+    executed, completed = only(outs, "ErasureExecuted"), only(outs, "ErasureCompleted")
+    assert executed["erased"] == [] and completed["consumers"] == []
+    assert s.state["requests"]["q-1"]["status"] == "completed"
+    assert decisions(s.tick(T0 + 400 * DAY), "DeadlineMissed") == []  # nobody is blamed
+    assert next_deadline(s.state) is None
+
+
+def test_rule_erasure_export_names_the_consumers_still_awaited(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-1")
+    s.request("ErasureRequested", T0 + DAY)
+    s.ack(T0 + 2 * DAY, "mailer", request_id="q-1")
+    (req,) = export(s.state)["requests"]
+    assert req["acknowledged_by"] == ["mailer"] and req["awaiting"] == ["crm-mirror", "warehouse"]
+    s.ack_all(T0 + 3 * DAY)
+    (req,) = export(s.state)["requests"]
+    assert req["status"] == "completed" and req["awaiting"] == []
+
+
 # ======================================================================================
 # access / portability
 # ======================================================================================
@@ -747,6 +809,19 @@ def test_rule_processors_consumers_are_registered_with_role_and_region(policy: P
 # ======================================================================================
 
 
+def test_fold_tells_a_redelivery_from_a_conflicting_one_by_digest(policy: Policy) -> None:
+    s = Subject(policy)
+    first = {**s.event("ConsentGiven", T0, purpose="newsletter"), "digest": "d1"}
+    assert redelivered(s.state, first["event_id"], "d1") is None
+    s.apply(first)
+    assert redelivered(s.state, first["event_id"], "d1") == "same"
+    assert redelivered(s.state, first["event_id"], "d2") == "different"
+    assert redelivered(s.state, first["event_id"], None) == "same"  # cannot tell: taken as the same
+    unstamped = s.event("ConsentGiven", T0, purpose="newsletter")
+    s.apply(unstamped)
+    assert redelivered(s.state, unstamped["event_id"], "anything") == "same"
+
+
 def test_fold_duplicate_event_id_changes_nothing_and_outputs_nothing(policy: Policy) -> None:
     s = Subject(policy)
     first = s.event("DataCollected", T0, record_id="r-1", category="contact", purpose="inquiry", legal_basis="legitimate_interest", fields={"email": "a@x"})
@@ -868,7 +943,8 @@ def test_fold_requests_for_unknown_or_erased_subjects_never_crash(policy: Policy
     s.ack(T0, "mailer")
     s.send("SomethingNew", T0)
     statuses = {rid: r["status"] for rid, r in s.state["requests"].items()}
-    assert statuses == {"q-0": "fulfilled", "q-1": "fulfilled", "q-2": "executed", "q-r": "rejected", "q-o": "fulfilled"}
+    # the erasure of a subject nothing was held about sent nothing downstream: complete at once
+    assert statuses == {"q-0": "fulfilled", "q-1": "fulfilled", "q-2": "completed", "q-r": "rejected", "q-o": "fulfilled"}
 
 
 def test_fold_duplicate_request_id_is_rejected(policy: Policy) -> None:
