@@ -15,6 +15,10 @@ How a recorded decision is judged, per partition in log order:
 - a second copy of a decision already matched (an at-least-once redelivery) is counted,
   not blamed, when it is byte-for-byte the same decision.
 
+Each upstream event is also held against the guard's clock rule: its ``occurred_at`` may not be
+later than the time the broker received it (``received_at``, stamped by the guard) plus the
+allowed skew (``future_time``); entries written before the stamp existed carry 0 and pass.
+
 At the end, every decision the fold derived but the log lacks is ``not_recorded`` (the
 worker lost it, or has not caught up), and the keys: every data key a decision destroyed,
 and every key of a subject's sealed events that no live data still needs, must be gone from
@@ -67,6 +71,7 @@ class Audit:
     policy: Policy
     decode: Decode
     encode: Encode
+    skew_ms: int = 300_000  # the clock skew the guard allowed (LIFECYCLE_CLOCK_SKEW_MS)
     states: dict[str, dict] = field(default_factory=dict)
     mismatches: list[Mismatch] = field(default_factory=list)
     events_read: int = 0
@@ -109,6 +114,9 @@ class Audit:
                 head = value
                 self._judge(event, value, partition, offset)
             else:
+                received = event.get("received_at") or 0
+                if received and event["occurred_at"] > received + self.skew_ms:
+                    self._miss("future_time", partition, offset, event, "stamped later than the broker received it, yet taken")
                 self._fold(event, event["occurred_at"], partition, offset)
             if next_due < len(due) and due[next_due] == offset:
                 self._ticks(schedule[due[next_due]], offset, partition)

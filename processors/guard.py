@@ -40,6 +40,7 @@ __all__ = [
     "contains_payment_card",
     "echoable",
     "fold_name",
+    "future_time",
     "is_special_category_name",
     "screen",
     "sealed_size",
@@ -561,6 +562,20 @@ def _oversized(event: Mapping[str, Any]) -> str:
 
 
 # --- what a dead letter or a log line may repeat ----------------------------------------------
+
+
+def future_time(event: Mapping[str, Any], received_at: int, skew_ms: int) -> Refusal | None:
+    """Why an event stamped later than it arrived cannot be believed (``future_time``).
+
+    ``received_at`` is the broker's clock (``lifecycle.ingest`` appends with LogAppendTime), not
+    the producer's. An ``occurred_at`` past it, by more than ``skew_ms`` of honest clock drift,
+    would let an upstream clock decide the law: a record stamped in the year 2999 keeps for a
+    thousand years, an erasure request so stamped can never be late, an erasure verified "then"
+    finds every tax record's obligation over and destroys it."""
+    occurred = event.get("occurred_at")
+    if isinstance(occurred, int) and occurred > received_at + skew_ms:
+        return Refusal("future_time", "occurred_at")
+    return None
 
 
 def wrong_key(key: bytes | None, event: Mapping[str, Any]) -> Refusal | None:

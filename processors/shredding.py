@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -120,6 +121,28 @@ def new_data_key() -> bytes:
     return os.urandom(KEY_BYTES)
 
 
+_DIGEST_BYTES = 8
+_UNSTAMPED = ("received_at", "digest")
+
+
+def content_digest(event: Mapping[str, object], data_key: bytes | None) -> str:
+    """A short digest of an event's content as received (its plaintext, before sealing), which
+    tells a redelivery from another event reusing its id.
+
+    Keyed by the event's own data key when it has one, so the digest, which outlives the data in
+    the log and the state, says nothing about erased values once that key is destroyed (an
+    unkeyed hash of an email address could be matched against guesses). Events without personal
+    fields are digested unkeyed. The stamps the guard adds (``received_at``, ``digest``) are not
+    part of the content: a redelivery arrives later.
+    """
+    body = {k: v for k, v in event.items() if k not in _UNSTAMPED}
+    raw = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    if data_key is None:
+        return hashlib.blake2b(raw, digest_size=_DIGEST_BYTES, person=b"lc-digest").hexdigest()
+    mac_key = hashlib.blake2b(b"lifecycle digest key", key=data_key, digest_size=32).digest()
+    return hashlib.blake2b(raw, digest_size=_DIGEST_BYTES, key=mac_key, person=b"lc-digest").hexdigest()
+
+
 def _aad(key_id: str, name: str) -> bytes:
     return key_id.encode("utf-8") + b"\0" + name.encode("utf-8")
 
@@ -176,10 +199,11 @@ class KeyCache:
         self._keys.pop(key_id, None)
 
 
-def load_keyring(env_key: str, key_file: Path | None, dev_file: Path | None) -> Keyring:
+def load_keyring(env_key: str, key_file: Path | None, dev_file: Path | None, create: bool = True) -> Keyring:
     """The master keyring from, in order: ``LIFECYCLE_MASTER_KEY`` (one key), a key file (one
     key a line, the first current), or, in development only, a key file created on first use
-    with owner-only permissions. Without any of them the worker must not start."""
+    with owner-only permissions (``create=False``: only one that exists: a reader such as the
+    replay must never mint a key). Without any of them the worker must not start."""
     if env_key:
         return Keyring.of(parse_master_key(env_key, "LIFECYCLE_MASTER_KEY"))
     if key_file is not None:
@@ -193,6 +217,8 @@ def load_keyring(env_key: str, key_file: Path | None, dev_file: Path | None) -> 
             "or run with --dev to use a development key kept in LIFECYCLE_HOME"
         )
     if not dev_file.exists():
+        if not create:
+            raise KeyringError(f"no development master key in {dev_file} (LIFECYCLE_HOME): it is made by `lifecycle worker --dev`")
         dev_file.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(dev_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -245,11 +271,20 @@ class Keystore:
         self.cache.put(key_id, data_key)
         return data_key
 
+    def digest(self, event: dict) -> str | None:
+        """``content_digest`` of a plaintext event, keyed by its data key if it has personal
+        fields; None when that key is gone (destroyed: the first copy can no longer be told)."""
+        if event["type"] not in SEALED_TYPES or not event.get("fields"):
+            return content_digest(event, None)
+        data_key = self.lookup(key_id_for(event["subject_id"], event["event_id"]))
+        return None if data_key is None else content_digest(event, data_key)
+
     def seal(self, event: dict, key_class: str = "standard") -> dict:
         """The event with its personal fields sealed under its own data key (created on first
-        need; an event seen again reuses its key, so a redelivery decrypts the same)."""
+        need; an event seen again reuses its key, so a redelivery decrypts the same), and its
+        ``digest`` stamped."""
         if event["type"] not in SEALED_TYPES or not event.get("fields"):
-            return event
+            return {**event, "digest": content_digest(event, None)}
         key_id = key_id_for(event["subject_id"], event["event_id"])
         data_key = self.lookup(key_id)
         if data_key is None:
@@ -267,7 +302,8 @@ class Keystore:
                 }
             )
             self.cache.put(key_id, data_key)
-        return {**event, "fields": seal_fields(event["fields"], key_id, data_key)}
+        digest = content_digest(event, data_key)
+        return {**event, "fields": seal_fields(event["fields"], key_id, data_key), "digest": digest}
 
     def open(self, fields: Mapping[str, str]) -> dict[str, str]:
         return open_fields(fields, self.lookup)

@@ -63,6 +63,9 @@ class Settings:
     fold_linger: float = 0.02
     ingest_retention_ms: int = 24 * 3600 * 1000
     compaction_lag_ms: int = 60_000
+    # how far an event's occurred_at may run ahead of the broker's clock (honest drift between
+    # an upstream system's clock and the broker's) before the guard refuses it as future_time
+    clock_skew_ms: int = 300_000
     master_key: str = field(default="", repr=False)
     master_key_file: Path | None = None
     # Who this process is on a secured Kafka (SASL_SSL, SCRAM); empty: PLAINTEXT, no principal.
@@ -101,6 +104,7 @@ class Settings:
             fold_linger=max(0.001, _int(env, "LIFECYCLE_FOLD_LINGER_MS", 20) / 1000),
             ingest_retention_ms=_int(env, "LIFECYCLE_INGEST_RETENTION_MS", 24 * 3600 * 1000),
             compaction_lag_ms=_int(env, "LIFECYCLE_COMPACTION_LAG_MS", 60_000),
+            clock_skew_ms=max(0, _int(env, "LIFECYCLE_CLOCK_SKEW_MS", 300_000)),
             master_key=env.get("LIFECYCLE_MASTER_KEY", ""),
             master_key_file=Path(env["LIFECYCLE_MASTER_KEY_FILE"]).expanduser() if env.get("LIFECYCLE_MASTER_KEY_FILE") else None,
             kafka_user=env.get("LIFECYCLE_KAFKA_USER", ""),
@@ -129,6 +133,7 @@ class Settings:
             "LIFECYCLE_FOLD_LINGER_MS": str(round(self.fold_linger * 1000)),
             "LIFECYCLE_INGEST_RETENTION_MS": str(self.ingest_retention_ms),
             "LIFECYCLE_COMPACTION_LAG_MS": str(self.compaction_lag_ms),
+            "LIFECYCLE_CLOCK_SKEW_MS": str(self.clock_skew_ms),
         }
         if self.policy_file is not None:
             env["LIFECYCLE_POLICY"] = str(self.policy_file)
@@ -174,12 +179,13 @@ class Settings:
             fh.write(fresh + "\n")
         return fresh
 
-    def keyring(self, dev: bool = False) -> "Keyring":
+    def keyring(self, dev: bool = False, create: bool = True) -> "Keyring":
         """The master keyring: ``LIFECYCLE_MASTER_KEY``, else ``LIFECYCLE_MASTER_KEY_FILE``, else
-        (only with ``dev``) a development key created in ``$LIFECYCLE_HOME/master-key``."""
+        (only with ``dev``) a development key in ``$LIFECYCLE_HOME/master-key``, created on first
+        use unless ``create`` is False."""
         from processors.shredding import load_keyring
 
-        return load_keyring(self.master_key, self.master_key_file, self.home / "master-key" if dev else None)
+        return load_keyring(self.master_key, self.master_key_file, self.home / "master-key" if dev else None, create)
 
     @property
     def broker_dir(self) -> Path:

@@ -3,6 +3,9 @@
 Why each setting:
 - ``events`` is the log of record: kept forever (no time or size limit).
 - ``ingest`` holds plaintext personal data before the guard encrypts it, so it expires quickly.
+- ``ingest`` and ``acks`` stamp each message with the broker's clock (``LogAppendTime``), the
+  time the guard holds an event's ``occurred_at`` against (``future_time``): a producer's own
+  timestamp would let the producer's clock decide.
 - ``records``, ``consent`` and ``keys`` are compacted state. A tombstone only erases once the
   cleaner has rewritten the segment holding the old value, so segments roll every
   ``compaction_lag_ms`` and ``max.compaction.lag.ms`` forces the cleaner onto them; the
@@ -34,13 +37,18 @@ def configs(settings: Settings) -> dict[str, dict[str, str]]:
             "cleanup.policy": "delete",
             "retention.ms": str(settings.ingest_retention_ms),
             "segment.ms": str(min(settings.ingest_retention_ms, 3_600_000)),
+            "message.timestamp.type": "LogAppendTime",
         },
         "events": {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
         "rejected": {"cleanup.policy": "delete", "retention.ms": str(90 * 24 * 3600 * 1000)},
         "records": dict(compacted),
         "consent": dict(compacted),
         "keys": dict(compacted),
-        "acks": {"cleanup.policy": "delete", "retention.ms": str(90 * 24 * 3600 * 1000)},
+        "acks": {
+            "cleanup.policy": "delete",
+            "retention.ms": str(90 * 24 * 3600 * 1000),
+            "message.timestamp.type": "LogAppendTime",
+        },
     }
 
 
@@ -99,3 +107,15 @@ def _admin(settings: Settings) -> Any:
     from streams.security import client_kwargs
 
     return KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="lifecycle-admin", **client_kwargs(settings))
+
+
+def describe_configs(settings: Settings, topic: str) -> dict[str, str]:
+    """The live configuration of one topic (every key, defaults included), as the broker has it."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from streams.fastread import librdkafka_security
+
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap, **librdkafka_security(settings)})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    entries = admin.describe_configs([resource], request_timeout=30)[resource].result(timeout=30)
+    return {name: entry.value for name, entry in entries.items()}

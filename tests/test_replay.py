@@ -101,6 +101,15 @@ def test_a_faithful_log_verifies_with_every_decision_rederived(policy: Policy) -
     assert report["erasures"] == report["erasures_proven"] == 1
 
 
+def test_an_event_taken_although_stamped_after_it_arrived_is_reported(policy: Policy) -> None:
+    stamped = [{**e, "received_at": e["occurred_at"] + 1000} for e in HISTORY]  # every one on time
+    assert audit(write_log(stamped, policy), policy)["mismatch_count"] == 0
+    late = len(stamped) // 2
+    stamped[late] = {**stamped[late], "received_at": stamped[late]["occurred_at"] - DAY}  # a day "in the future"
+    report = audit(write_log(stamped, policy), policy)
+    assert [(m["kind"], m["event_id"]) for m in report["mismatches"]] == [("future_time", stamped[late]["event_id"])]
+
+
 def test_a_redelivered_decision_is_counted_not_blamed(policy: Policy) -> None:
     entries = write_log(HISTORY, policy)
     last = decision_offsets(entries)[-1]
