@@ -31,8 +31,6 @@ from __future__ import annotations
 import gc
 import heapq
 import logging
-import os
-import shutil
 import signal
 import threading
 import time
@@ -43,13 +41,15 @@ import orjson
 
 from processors import fold as lifecycle
 from processors.chain import GENESIS, link
-from processors.guard import echoable, screen, wrong_key
+from processors.guard import echoable, future_time, screen, wrong_key
 from processors.policy import Policy, load_policy
-from processors.shredding import KeyCache, Keyring, Keystore
-from schemas.contract import ContractError, validate
+from processors.shredding import SEALED_TYPES, KeyCache, Keyring, Keystore
+from schemas import UPSTREAM_EVENTS
+from schemas.contract import ContractError, is_valid_id, record_key, validate
 from streams.codec import CodecError, decode, encode
+from streams.logsafe import librdkafka_logger
 from streams.settings import Settings
-from streams.tables import LocalStore, Table
+from streams.tables import StateDir, Table, open_store
 from streams.topics import partition_for
 
 log = logging.getLogger("lifecycle.worker")
@@ -133,6 +133,7 @@ class Worker:
                 "delivery.report.only.error": True,
                 "on_delivery": self._delivered,
                 "log_level": 4,
+                "logger": librdkafka_logger(),
                 **security,
             }
         )
@@ -154,10 +155,11 @@ class Worker:
                 "max.partition.fetch.bytes": 4 * 1024 * 1024,
                 "queued.max.messages.kbytes": 16 * 1024,  # prefetched per partition (default 64 MB)
                 "log_level": 4,
+                "logger": librdkafka_logger(),
                 **security,
             }
         )
-        self.store = LocalStore(settings.store, settings.worker_dir / "store")
+        self.store = open_store(settings.store, settings.worker_dir / "store")
         self.subjects = Table(self.store, b"S", self.t_changelog, self._produce)
         self.keys = Table(self.store, b"K", self.t_keys, self._produce)
         # one keystore per partition (a subject's keys live in its partition), one cache
@@ -174,6 +176,9 @@ class Worker:
         self._revoked_at: dict[int, float] = {}
         self.lock = threading.Lock()  # the views read the tables between batches
         self.stopping = False
+        # set when the loop leaves on an error: then nothing is committed or checkpointed on the
+        # way out, so the batch that failed is folded again by the next worker (at-least-once)
+        self.failed = False
         self.ready = False
         self.folded_at = self.folded_cpu = 0.0
         # the plaintext of the fields this batch sealed, by envelope: the records it puts on
@@ -256,6 +261,9 @@ class Worker:
             log.info(READY)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        if self.failed:  # leaving on an error: hand the partitions back as they were last committed
+            self._drop({tp.partition for tp in partitions if tp.topic == self.t_ingest} & self.owned)
+            return
         gone = {tp.partition for tp in partitions if tp.topic == self.t_ingest} & self.owned
         if not gone:
             return
@@ -286,12 +294,16 @@ class Worker:
         timed out, say while the broker was away): another worker may already write to them, so
         nothing is committed or checkpointed, and the local copy is rebuilt if they come back."""
         gone = {tp.partition for tp in partitions if tp.topic == self.t_ingest} & self.owned
+        self._drop(gone)
+        log.warning("lost partitions %s: their state is rebuilt from the changelogs if they come back", sorted(gone))
+
+    def _drop(self, gone: set[int]) -> None:
+        """Forget partitions without committing or checkpointing anything of them."""
         self.owned -= gone
         for p in gone:
             self._revoked_at.pop(p, None)
         self.index = [e for e in self.index if _index_partition(e) not in gone]
         heapq.heapify(self.index)
-        log.warning("lost partitions %s: their state is rebuilt from the changelogs if they come back", sorted(gone))
 
     def _high(self, topic: str, partition: int, patience: float = 60.0) -> int:
         """The partition's end offset, asked again while the broker is not answering for it
@@ -401,13 +413,16 @@ class Worker:
 
     def _decoded(self, m: Any, where: Where) -> dict | None:
         try:
-            return validate(decode(m.value(), topic=where[0], partition=where[1], offset=where[2]))
+            raw = decode(m.value(), topic=where[0], partition=where[1], offset=where[2])
         except CodecError as exc:
             log.warning("dead letter %s[%s]@%s: %s", *where, exc)
             self._reject("undecodable", "", None, where)
+            return None
+        try:
+            return validate(raw)  # type: ignore[arg-type]
         except ContractError as exc:
             log.warning("dead letter %s[%s]@%s: %s", *where, exc)
-            self._reject(exc.code, exc.field, None, where)
+            self._reject(exc.code, exc.field, _identified(raw, exc.field), where)
         return None
 
     def _misplaced(self, m: Any, key: bytes, topic: str) -> bool:
@@ -427,7 +442,12 @@ class Worker:
         if event is None:
             return
         key = m.key()
-        refusal = wrong_key(key, event) or screen(event, self.policy)
+        event["received_at"] = received_at(m)
+        refusal = (
+            wrong_key(key, event)
+            or future_time(event, event["received_at"], self.settings.clock_skew_ms)
+            or screen(event, self.policy)
+        )
         if refusal is not None:
             log.info("refused %s %s: %s in %s", event["type"], echoable(event["event_id"]), refusal.reason, refusal.field)
             self._reject(refusal.reason, refusal.field, event, where, echoable(event["subject_id"]).encode())
@@ -435,13 +455,18 @@ class Worker:
         if self._misplaced(m, key, self.t_ingest):
             return
         state = self._state(p, key, event["subject_id"], states)
-        if event["event_id"] in state["seen"]:
-            # a redelivery of an event the fold has taken: appending it again would only
-            # mint a data key nothing ever destroys
-            log.info("duplicate %s %s dropped", event["type"], echoable(event["event_id"]))
+        if lifecycle.seen(state, event["event_id"]):
+            # a redelivery of an event the fold has taken: appending it again would only mint a
+            # data key nothing ever destroys. One whose content differs is another event under a
+            # reused id, which upstream must hear about instead of losing it without a word
+            if lifecycle.redelivered(state, event["event_id"], self.keystores[p].digest(event)) == "different":
+                log.info("refused %s %s: conflicting_duplicate", event["type"], echoable(event["event_id"]))
+                self._reject("conflicting_duplicate", "event_id", event, where, echoable(event["subject_id"]).encode())
+            else:
+                log.info("duplicate %s %s dropped", event["type"], echoable(event["event_id"]))
             return
         sealed = self.keystores[p].seal(event, "obligation" if _obligation(event, self.policy) else "standard")
-        if sealed is not event:
+        if event["type"] in SEALED_TYPES and event.get("fields"):
             self._sealed_now.update(zip(sealed["fields"].values(), event["fields"].values()))
             self._log_sealed = True
         self._log.append((key, encode(sealed), p))  # type: ignore[arg-type]
@@ -460,12 +485,19 @@ class Worker:
             self._reject("wrong_type", "type", None, where)
             return
         key = event["subject_id"].encode()
+        event["received_at"] = received_at(m)
+        refusal = future_time(event, event["received_at"], self.settings.clock_skew_ms)
+        if refusal is not None:
+            log.info("refused %s %s: %s", event["type"], echoable(event["event_id"]), refusal.reason)
+            self._reject(refusal.reason, refusal.field, event, where, echoable(event["subject_id"]).encode())
+            return
         if self._misplaced(m, key, self.t_acks):
             return
         p = m.partition()
         state = self._state(p, key, event["subject_id"], states)
-        if event["event_id"] in state["seen"]:
-            return
+        if lifecycle.seen(state, event["event_id"]):
+            return  # a consumer re-sending an acknowledgement after a crash: the first one counts
+        event = self.keystores[p].seal(event)  # no personal fields: only the digest is stamped
         self._log.append((key, encode(event), p))  # type: ignore[arg-type]
         self._fold(p, state, event, event["occurred_at"])
 
@@ -511,7 +543,7 @@ class Worker:
                     self.keystores[p].destroy(destroyed)
                     self._sealed_now.clear()
             elif isinstance(out, lifecycle.RecordChange):
-                key = f"{out.subject_id}/{out.record_id}".encode()
+                key = record_key(out.subject_id, out.record_id)
                 if out.value is None:
                     self._produce(self.t_records, key, None, headers=headers)
                 else:
@@ -590,6 +622,9 @@ class Worker:
                     with self.lock:
                         self.timer()
                     next_tick = time.monotonic() + self.settings.timer_interval
+        except BaseException:
+            self.failed = True
+            raise
         finally:
             self.close()
 
@@ -608,37 +643,55 @@ class Worker:
             log.warning("commit refused (%s): the batch will be folded again", exc.args[0].str())
 
     def close(self) -> None:
+        """Leave the group. After a clean stop, with everything delivered and committed; after
+        an error (``failed``), with nothing committed: what the last commit covers is all that
+        counts as done, and the next worker folds the rest again."""
         try:
-            self._deliver()
-            if self.owned:
-                self._commit(wait=True)
+            if not self.failed:
+                self._deliver()
+                if self.owned:
+                    self._commit(wait=True)
         finally:
-            self.consumer.close()  # leaves the group; on_revoke saves the checkpoints
+            self.consumer.close()  # leaves the group; on_revoke saves the checkpoints (clean stops only)
             self.store.close()
 
 
 # -- views ------------------------------------------------------------------------------
 
 
+VIEW_PATIENCE = 5.0
+"""How long a view waits for the batch in hand; a batch waiting on an absent broker holds the
+tables for as long as the broker is away, and the caller is better told so than left hanging."""
+
+
 def subject_view(worker: Worker, subject_id: str, name: str) -> tuple[int, bytes] | None:
-    """(status, JSON body) of one view of a subject this worker owns; None if it does not."""
+    """(status, JSON body) of one view of a subject this worker owns; None if it does not.
+
+    404 bodies say which it is (``"never_seen"``, ``"erased"``): a subject whose state is held
+    but who never gave consent has a consent view all the same, with no purposes in it."""
     key = subject_id.encode("utf-8", "surrogatepass")
     p = worker.partition_of(key)
     if p not in worker.owned:
         return None
-    with worker.lock:
+    if not worker.lock.acquire(timeout=VIEW_PATIENCE):
+        return 503, orjson.dumps({"error": "the worker is waiting for the broker to acknowledge a batch; try again", "reason": "busy"})
+    try:
         raw = worker.subjects.get(p, key)
         if not raw:
-            return 404, orjson.dumps({"error": f"no state for subject {subject_id!r}"})
+            return 404, orjson.dumps({"error": f"no state for subject {subject_id!r}", "reason": "never_seen"})
         state = orjson.loads(raw)
         if name == "consent":
             body: Any = lifecycle.consent_view(state)
+            if body is None and state["status"] == "erased":
+                return 404, orjson.dumps({"error": f"subject {subject_id!r} was erased", "reason": "erased"})
+            if body is None:  # held, but no consent ever given or withdrawn
+                body = {"subject_id": subject_id, "purposes": {}, "stopped": {}, "updated_at": None, "caused_by": None}
         else:
             body = lifecycle.export(state)
             for rec in body["records"]:
                 rec["fields"] = worker.keystores[p].open(rec["fields"])
-    if body is None:  # consent never given, or erased: nothing to show
-        return 404, orjson.dumps({"error": f"no state for subject {subject_id!r}"})
+    finally:
+        worker.lock.release()
     return 200, orjson.dumps(body, option=orjson.OPT_INDENT_2)
 
 
@@ -664,6 +717,34 @@ def _index_due(entry: bytes) -> int:
 
 def _index_partition(entry: bytes) -> int:
     return int.from_bytes(entry[_DUE_BYTES : _DUE_BYTES + 2], "big")
+
+
+def _identified(raw: dict | None, refused_field: str) -> dict | None:
+    """What of an event the contract refused its dead letter may name, so upstream can tell
+    which event it was: its id, when it is one (the contract may have stopped before looking at
+    it; free text there may be anything), and its type, when it is one of ours; ``rejection``
+    screens the id once more for contact and payment data."""
+    if not isinstance(raw, dict):
+        return None
+    eid, kind = raw.get("event_id"), raw.get("type")
+    return {
+        "event_id": eid if refused_field != "event_id" and is_valid_id(eid) else "",
+        "type": kind if kind in UPSTREAM_EVENTS else "",
+    }
+
+
+def received_at(m: Any) -> int:
+    """When the broker took the message in: its LogAppendTime, which ``lifecycle.ingest`` and
+    ``lifecycle.acks`` are created with. On a topic left at CreateTime the producer's stamp is
+    all there is; capped at this worker's clock, so a producer's clock can only make its own
+    events look earlier (and so stricter to judge), never later."""
+    from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+
+    kind, ts = m.timestamp()
+    now = int(time.time() * 1000)
+    if kind == TIMESTAMP_LOG_APPEND_TIME and ts > 0:
+        return int(ts)
+    return min(int(ts), now) if ts > 0 else now
 
 
 def _obligation(event: dict, policy: Policy) -> bool:
@@ -692,51 +773,51 @@ def configure_logging(loglevel: str) -> None:
 
 
 def run(settings: Settings | None = None, loglevel: str = "info", dev: bool = False) -> None:
-    """Run a worker in the foreground until SIGINT/SIGTERM, then shut down cleanly."""
+    """Run a worker in the foreground until SIGINT/SIGTERM, then shut down cleanly.
+
+    Raises ``StateDirBusy`` (another worker on this home), ``ViewsPortBusy`` (the views' port
+    is taken) before anything else happens, and whatever stopped the loop otherwise; only a
+    clean stop marks the local state as trustworthy for the next start (``StateDir``): the
+    local tables are written as each batch is folded, before its offsets are committed, so a
+    worker that died or failed left them ahead of what Kafka holds.
+    """
     from streams.fastread import librdkafka_security
     from streams.topics import ensure_topics
-    from streams.views_server import serve
+    from streams.views_server import bind
 
     configure_logging(loglevel)
     settings = settings or Settings.from_env()
-    running = _claim_state_dir(settings)
-    ensure_topics(settings)
-    ensure_changelog(settings)
-    worker = Worker(settings, load_policy(settings.policy_file), Clock(), settings.keyring(dev=dev))
-    security = librdkafka_security(settings)
-    log.info(
-        "connecting to %s as %s over %s",
-        settings.bootstrap, settings.kafka_user or "(no principal)", security.get("security.protocol", "PLAINTEXT"),
-    )  # fmt: skip
-
-    def stop(signum: int, frame: Any) -> None:
-        worker.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    server = serve(worker, settings)
+    state_dir = StateDir(settings.worker_dir)
+    state_dir.claim()
+    clean = False
+    server = None
     try:
-        worker.run()
+        server = bind(settings)
+        ensure_topics(settings)
+        ensure_changelog(settings)
+        worker = Worker(settings, load_policy(settings.policy_file), Clock(), settings.keyring(dev=dev))
+        security = librdkafka_security(settings)
+        log.info(
+            "connecting to %s as %s over %s",
+            settings.bootstrap, settings.kafka_user or "(no principal)", security.get("security.protocol", "PLAINTEXT"),
+        )  # fmt: skip
+
+        def stop(signum: int, frame: Any) -> None:
+            worker.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        server.start(worker)
+        try:
+            worker.run()
+        finally:
+            server.shutdown()
+        clean = not worker.failed
     finally:
-        server.shutdown()
-        running.unlink(missing_ok=True)  # a clean stop: the local state matches what was sent
+        if server is not None:
+            server.server_close()
+        state_dir.release(clean)
     log.info("worker stopped")
-
-
-def _claim_state_dir(settings: Settings) -> Path:
-    """Mark the local state as in use, and throw it away if the last worker died holding it.
-
-    Why: the local tables are written as each batch is folded, before its offsets are
-    committed. A worker killed in between leaves a local state ahead of what Kafka holds;
-    rebuilt from the changelog topics instead, the state is only ever as far as what Kafka holds.
-    """
-    marker = settings.worker_dir / "RUNNING"
-    if marker.exists():
-        log.warning("the previous worker did not stop cleanly: rebuilding its state from the changelogs")
-        shutil.rmtree(settings.worker_dir, ignore_errors=True)
-    settings.worker_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"{os.getpid()}\n")
-    return marker
 
 
 __all__ = ["Clock", "Worker", "READY", "rejection", "run", "subject_view", "STATE_MAX_BYTES"]

@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     pub = sub.add_parser("publish", help="validate JSON lines and publish them as Avro to lifecycle.ingest")
     pub.add_argument("file", help="a file of JSON lines, or - for standard input")
+    pub.add_argument(
+        "--timeout", type=float, default=300.0, metavar="SECONDS",
+        help="how long to wait for the broker to acknowledge every line (default 300)",
+    )  # fmt: skip
     c = sub.add_parser("consent", help="a subject's current consent and restriction state, as JSON")
     c.add_argument("subject")
     e = sub.add_parser("export", help="the access / portability export of a subject, as JSON")
@@ -46,7 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sink", help="keep a downstream copy (SQLite), honour tombstones, acknowledge them", add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER)
     r = sub.add_parser("replay", help="the auditor's replay of lifecycle.events: re-derive and check every decision")
-    r.add_argument("--until", help="replay only events that occurred before this ISO-8601 UTC time")
+    r.add_argument(
+        "--until", metavar="TIME",
+        help="replay only what was appended to the log before this ISO-8601 UTC time: what the pipeline knew then",
+    )  # fmt: skip
     r.add_argument("--subject", help="print this subject's full audit trail instead of the report")
     r.add_argument("--dev", action="store_true", help="use the development master key to show readable fields")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("sink", "bench"):  # commands with parsers of their own
         return _own_parser(argv[0], argv[1:])
     args = _parser().parse_args(argv)
+    if args.command != "worker":
+        _quiet_clients()
     try:
         settings = Settings.from_env()
         if args.command != "broker":  # the broker acts as its own admin
@@ -77,16 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return main_broker([args.action, *(["--secure"] if args.secure else [])])
     if args.command == "worker":
-        from processors.shredding import KeyringError
-        from processors.worker import run
-
-        try:
-            settings.keyring(dev=args.dev)  # refuse to start without a master key, in one line
-        except KeyringError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        run(settings, loglevel=args.loglevel, dev=args.dev)
-        return 0
+        return _worker(settings, args.loglevel, args.dev)
     if args.command == "replay":
         from streams.replay import main_replay
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "publish":
         from streams.publish import main_publish
 
-        return main_publish(args.file, settings)
+        return main_publish(args.file, settings, timeout=args.timeout)
     if args.command == "consent":
         from streams.views import main_consent
 
@@ -114,7 +114,55 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _worker(settings: Settings, loglevel: str, dev: bool) -> int:
+    """``lifecycle worker``: 0 after a clean stop; 2 when it cannot start (a setting to fix);
+    1 when it stopped on an error, with nothing of the batch in hand committed. Every one of
+    them says why in one line."""
+    import logging
+
+    from processors.shredding import KeyringError
+    from processors.worker import DeliveryError, run
+    from streams.tables import StateDirBusy
+    from streams.views_server import ViewsPortBusy
+
+    try:
+        settings.keyring(dev=dev)  # refuse to start without a master key, in one line
+    except KeyringError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run(settings, loglevel=loglevel, dev=dev)
+    except (StateDirBusy, ViewsPortBusy) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyringError as exc:
+        print(f"error: {exc}: the master keys in LIFECYCLE_MASTER_KEY(_FILE) must include the one "
+              "that wrapped it; nothing of the batch was committed", file=sys.stderr)  # fmt: skip
+        return 1
+    except DeliveryError as exc:
+        print(f"error: {exc}; nothing of the batch was committed", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - one line; the traceback at --loglevel debug
+        logging.getLogger("lifecycle.worker").debug("the worker stopped on an error", exc_info=True)
+        print(f"error: the worker stopped on {type(exc).__name__}; nothing of the batch was committed, "
+              "the next worker folds it again (--loglevel debug shows where)", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def _quiet_clients() -> None:
+    """The commands say what went wrong in one line of their own; kafka-python would otherwise
+    print its connection warnings (a line per retry while a broker is away) on stderr too."""
+    import logging
+
+    from streams.logsafe import KAFKA_CLIENT_LOGGER
+
+    for name in ("kafka", KAFKA_CLIENT_LOGGER):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
 def _own_parser(command: str, rest: list[str]) -> int:
+    _quiet_clients()
     if command == "sink":
         from streams.sink import main_sink
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+from streams.logsafe import librdkafka_logger
 from streams.security import check_topic_access, client_kwargs
 from streams.settings import Settings
 
@@ -55,6 +56,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "receive.message.max.bytes": 64 * 1024 * 1024 + 65_536,
         "fetch.wait.max.ms": 10,
         "log_level": 3,  # errors only: the client's own chatter is not the auditor's business
+        "logger": librdkafka_logger(),
     }
     conf.update(librdkafka_security(settings))
     return conf
@@ -104,7 +106,7 @@ def _scan(
     consumer = Consumer(consumer_config(settings))
     try:
         try:
-            meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+            meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
         except KafkaException as exc:
             raise ReadError(f"{topic}: {exc.args[0].str()}") from None
         parts = sorted(meta.partitions) if meta is not None and meta.error is None else []

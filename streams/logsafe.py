@@ -12,6 +12,8 @@ producer) prints payloads only with its ``debug`` property, which the project ne
 from __future__ import annotations
 
 import logging
+import re
+import time
 
 PAYLOAD_LOGGERS = ("kafka",)
 """Logger hierarchies that print message keys and values below INFO."""
@@ -24,4 +26,47 @@ def hold_payload_loggers() -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-__all__ = ["PAYLOAD_LOGGERS", "hold_payload_loggers"]
+class OncePerWindow(logging.Filter):
+    """Lets a line of each kind through once per ``window`` seconds, then says how many it held.
+
+    Why: while a broker is away, librdkafka reports every failed reconnection of every client
+    (a producer and two consumers, a connection per broker each), some twenty lines a second;
+    an operator needs to read that the broker is away once in a while, not have the log that
+    says so scroll everything else away. Lines of a kind differ only in their numbers.
+    """
+
+    def __init__(self, window: float = 30.0) -> None:
+        super().__init__()
+        self.window = window
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = _NUMBERS.sub("#", record.getMessage())
+        now = time.monotonic()
+        last, held = self._seen.get(kind, (-1e18, 0))
+        if now - last < self.window:
+            self._seen[kind] = (last, held + 1)
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[kind] = (now, 0)
+        if held:
+            record.msg = f"{record.getMessage()} ({held} more like it in the last {self.window:.0f} s)"
+            record.args = ()
+        return True
+
+
+_NUMBERS = re.compile(r"\d+")
+KAFKA_CLIENT_LOGGER = "lifecycle.kafka"
+"""Where librdkafka's own lines go (the worker's, the replay's and the admin clients')."""
+
+
+def librdkafka_logger() -> logging.Logger:
+    """The logger librdkafka clients are given (config ``logger``), its repeats held back."""
+    logger = logging.getLogger(KAFKA_CLIENT_LOGGER)
+    if not any(isinstance(f, OncePerWindow) for f in logger.filters):
+        logger.addFilter(OncePerWindow())
+    return logger
+
+
+__all__ = ["KAFKA_CLIENT_LOGGER", "PAYLOAD_LOGGERS", "OncePerWindow", "hold_payload_loggers", "librdkafka_logger"]

@@ -15,9 +15,15 @@ after one reads just what others wrote in between.
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+log = logging.getLogger("lifecycle.tables")
 
 CHECKPOINT_MAX_AGE_MS = 30_000
 """A local copy older than this is rebuilt, not caught up: compaction removes a changelog's
@@ -98,6 +104,72 @@ class LocalStore:
             self._rocks.flush()
             self._rocks.close()
             self._rocks = None
+
+
+def open_store(url: str, path: Path) -> LocalStore:
+    """The local store at ``path``; one that cannot be opened (corrupt, files missing, written
+    by another version) is removed and started empty, to be rebuilt from the changelogs.
+
+    Why removed and not kept aside: the changelogs are the truth, and a copy kept aside may
+    hold values an erasure has since deleted everywhere else.
+    """
+    try:
+        return LocalStore(url, path)
+    except Exception as exc:  # rocksdict raises plain Exception ("Corruption: ...", "IO error: ...")
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        log.warning("the local store in %s cannot be opened (%s): removed, rebuilding it from the changelogs", path, reason)
+        shutil.rmtree(path, ignore_errors=True)
+        return LocalStore(url, path)
+
+
+class StateDirBusy(RuntimeError):
+    """Another worker holds this state directory; the message names the setting to change."""
+
+
+class StateDir:
+    """One worker per state directory, and whether its local store may be trusted.
+
+    Two workers on one directory would write one RocksDB and throw each other's state away, so
+    a worker holds an exclusive ``flock`` on ``.lock`` for as long as it runs: the kernel lets go
+    when the process ends, however it ends, so no marker a crash leaves behind can lock anyone
+    out. The local store is trusted only after a clean stop, which leaves ``clean-stop`` behind;
+    a worker that died (or left on an error) left its store ahead of what Kafka acknowledged, so
+    it is rebuilt from the changelogs instead.
+    """
+
+    def __init__(self, root: Path, setting: str = "LIFECYCLE_HOME") -> None:
+        self.root = root
+        self.store = root / "store"
+        self.setting = setting
+        self._fd: int | None = None
+
+    def claim(self) -> bool:
+        """Lock the directory; returns whether the store left in it may be used as it is."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateDirBusy(
+                f"another worker is running on the state in {self.root}: give each worker its own {self.setting}"
+            ) from None
+        self._fd = fd
+        marker = self.root / "clean-stop"
+        clean = marker.exists()
+        marker.unlink(missing_ok=True)
+        if not clean and self.store.exists():
+            log.warning("the previous worker did not stop cleanly: rebuilding its state from the changelogs")
+            shutil.rmtree(self.store, ignore_errors=True)
+        return clean
+
+    def release(self, clean: bool) -> None:
+        """Let go of the directory; ``clean``: everything the store holds reached Kafka."""
+        if clean:
+            (self.root / "clean-stop").write_text(f"{os.getpid()}\n")
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _after(prefix: bytes) -> bytes:

@@ -45,8 +45,23 @@ def owner_url(settings: Settings, partition: int) -> str | None:
     return None
 
 
-def serve(worker: "Worker", settings: Settings) -> ThreadingHTTPServer:
-    """Start the views on ``settings.web_port`` (loopback) in a daemon thread."""
+class ViewsPortBusy(RuntimeError):
+    """The views' port cannot be bound; the message names the setting to change."""
+
+
+class ViewsServer(ThreadingHTTPServer):
+    """The views' server, bound before the worker exists (so a taken port fails the start in
+    one line, before the worker joins its group) and serving once ``start`` hands it one."""
+
+    worker: "Worker | None" = None
+
+    def start(self, worker: "Worker") -> None:
+        self.worker = worker
+        threading.Thread(target=self.serve_forever, name="views", daemon=True).start()
+
+
+def bind(settings: Settings) -> ViewsServer:
+    """The views' server on ``settings.web_port`` (loopback), bound, not serving yet."""
     from processors.worker import subject_view
 
     expected = f"Bearer {settings.token()}".encode()
@@ -75,6 +90,8 @@ def serve(worker: "Worker", settings: Settings) -> ThreadingHTTPServer:
                 self._send(404, orjson.dumps({"error": "no such view"}))
                 return
             subject = urllib.parse.unquote(parts[2])
+            worker = server.worker
+            assert worker is not None  # serve_forever runs only once start() set it
             try:
                 answer = subject_view(worker, subject, parts[3])
                 if answer is None:
@@ -85,7 +102,8 @@ def serve(worker: "Worker", settings: Settings) -> ThreadingHTTPServer:
             self._send(*answer)
 
         def _from_owner(self, subject: str, header: str) -> tuple[int, bytes]:
-            url = owner_url(settings, worker.partition_of(subject.encode("utf-8", "surrogatepass")))
+            assert server.worker is not None
+            url = owner_url(settings, server.worker.partition_of(subject.encode("utf-8", "surrogatepass")))
             if url is None:
                 return 503, orjson.dumps({"error": "no worker owns this subject's partition yet; try again"})
             if url.rstrip("/") == settings.worker_url.rstrip("/"):
@@ -97,7 +115,12 @@ def serve(worker: "Worker", settings: Settings) -> ThreadingHTTPServer:
             except urllib.error.HTTPError as exc:
                 return exc.code, exc.read()
 
-    server = ThreadingHTTPServer(("127.0.0.1", settings.web_port), Handler)
+    try:
+        server = ViewsServer(("127.0.0.1", settings.web_port), Handler)
+    except OSError as exc:
+        raise ViewsPortBusy(
+            f"cannot serve the views on 127.0.0.1:{settings.web_port} ({exc.strerror or exc}): "
+            "set LIFECYCLE_WEB_PORT to a free port (each worker on a machine needs its own)"
+        ) from None
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="views", daemon=True).start()
     return server

@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
 import orjson
 import pytest
 
+from processors.policy import DAY_MS
+from streams.codec import encode
 from streams.downstream import read_entries, read_topic
 from streams.publish import publish_lines
 from streams.runner import spawn_worker, stop_worker, wait_caught_up
@@ -61,8 +64,10 @@ HISTORY = [
     ev("ConsentGiven", "d2", "s-d", "2026-03-01T10:03:00Z", purpose="newsletter"),
     ev("IdentityVerified", "d3", "s-d", "2026-03-04T09:00:00Z", request_id="q-d", method="id_document"),
     ev("ErasureRequested", "d4", "s-d", "2026-03-04T09:05:00Z", request_id="q-d"),
-    # s-a again with an event id already seen: must change nothing
+    # s-a again with an event id already seen but other content: dead-lettered, changes nothing
     collected("a1", "s-a", "r1", fields={"email": "changed@example.org"}),
+    # and the very same event again: a redelivery, dropped without a word
+    collected("a1", "s-a", "r1"),
     # refused by the guard
     collected("e1", "s-e", "r1", fields={"name": "Pay Er", "note": f"card {CARD} please"}),
     collected("f1", "s-f", "r1", fields={"name": "Ill Er", "health": HEALTH_VALUE}),
@@ -152,9 +157,13 @@ def test_history_gives_exactly_the_upserts_and_tombstones_the_rules_imply(
     assert snapshot["purposes"]["newsletter"]["status"] == "withdrawn"
     assert snapshot["purposes"]["newsletter"]["event_id"] == "a3"
 
-    rejected = {r["event_id"]: r for r in (e.decoded() for e in read_topic(settings, "rejected"))}
+    rejections = [e.decoded() for e in read_topic(settings, "rejected")]
+    rejected = {r["event_id"]: r for r in rejections}
+    assert len(rejections) == len(rejected) == 3  # the identical redelivery of a1 is no rejection
     assert rejected["e1"]["reason"] == "payment_card" and rejected["e1"]["field"] == "fields.note"
     assert rejected["f1"]["reason"] == "special_category" and rejected["f1"]["field"] == "fields.health"
+    # upstream hears that its second "a1" was not taken, instead of losing it without a word
+    assert rejected["a1"]["reason"] == "conflicting_duplicate" and rejected["a1"]["field"] == "event_id"
 
 
 def latest_consent(settings: Settings, subject: str) -> dict:
@@ -219,7 +228,7 @@ def test_worker_restarted_mid_stream_resumes_without_second_or_lost_tombstones(
 def test_consent_command_prints_the_snapshot_and_fails_clearly_for_unknown_subjects(
     settings: Settings, worker: subprocess.Popen[bytes]
 ) -> None:
-    assert publish_lines(lines(HISTORY[:3]), settings).ok
+    assert publish_lines(lines(HISTORY[:4]), settings).ok
     wait_caught_up(settings, proc=worker)
     done = cli(settings, "consent", "s-a")
     assert done.returncode == 0, done.stderr.decode()
@@ -228,9 +237,15 @@ def test_consent_command_prints_the_snapshot_and_fails_clearly_for_unknown_subje
     assert shown["purposes"]["newsletter"]["event_id"] == "a3"
     assert shown["purposes"]["newsletter"]["at"] == "2026-03-02T10:00:00Z"
 
+    # s-b is held (a record) but never said a word on consent: that is an answer, not an error
+    silent = cli(settings, "consent", "s-b")
+    assert silent.returncode == 0, silent.stderr.decode()
+    assert orjson.loads(silent.stdout)["purposes"] == {}
+
     unknown = cli(settings, "consent", "s-nobody")
     assert unknown.returncode == 1
-    assert "s-nobody" in unknown.stderr.decode() and "Traceback" not in unknown.stderr.decode()
+    err = unknown.stderr.decode()
+    assert "s-nobody" in err and "never seen" in err and "Traceback" not in err
 
 
 def test_demo_shows_tombstones_and_rejections(settings: Settings) -> None:
@@ -240,3 +255,57 @@ def test_demo_shows_tombstones_and_rejections(settings: Settings) -> None:
     assert "TOMBSTONE" in out
     assert "payment_card" in out
     assert "4111" not in out  # a refused value is never shown
+
+
+def raw_send(settings: Settings, events: list[dict]) -> None:
+    """Avro messages straight onto ingest, as any upstream producer may write them, bypassing
+    ``lifecycle publish`` and its contract check: the guard must hold the line on its own."""
+    from streams.publish import producer
+
+    prod = producer(settings)
+    try:
+        for e in events:
+            prod.send(settings.topic("ingest"), key=e["subject_id"].encode(), value=encode(e))
+        prod.flush()
+    finally:
+        prod.close()
+
+
+def test_the_brokers_clock_decides_what_comes_from_the_future(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
+    from streams.topics import describe_configs
+
+    assert describe_configs(settings, settings.topic("ingest"))["message.timestamp.type"] == "LogAppendTime"
+    now = int(time.time() * 1000)
+    future = {"type": "DataCollected", "event_id": "fut-1", "subject_id": "s-fut", "occurred_at": now + 365 * DAY_MS,
+              "source": "test", "record_id": "r1", "category": "contact", "purpose": "inquiry",
+              "legal_basis": "legitimate_interest", "fields": {"email": "fut@example.org"}}  # fmt: skip
+    within_skew = {**future, "event_id": "fut-2", "record_id": "r2", "occurred_at": now + 60_000}
+    raw_send(settings, [future, within_skew])
+    wait_caught_up(settings, proc=worker)
+
+    (refused,) = [e.decoded() for e in read_topic(settings, "rejected")]
+    assert (refused["event_id"], refused["reason"], refused["field"]) == ("fut-1", "future_time", "occurred_at")
+    records = {e.key: e.decoded() for e in read_topic(settings, "records")}
+    assert list(records) == [b"s-fut/r2"]  # a year ahead is refused, a minute ahead is drift
+    (logged,) = [ev for e in read_topic(settings, "events") if (ev := e.decoded())["event_id"] == "fut-2"]
+    # the log of record carries the broker's time of arrival, so a replay judges by it too
+    assert now - 60_000 <= logged["received_at"] <= int(time.time() * 1000)
+    assert logged["digest"]
+
+
+def test_an_id_with_a_slash_is_refused_by_publish_and_dead_lettered_by_the_guard(
+    settings: Settings, worker: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    # "col/x" + "r" and "col" + "x/r" would share the key col/x/r on lifecycle.records
+    one, other = collected("sl1", "col/x", "r"), collected("sl2", "col", "x/r")
+    path = tmp_path / "slash.jsonl"
+    path.write_bytes(b"\n".join(lines([one, other])))
+    done = cli(settings, "publish", str(path))
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "line 1: field 'subject_id'" in err and "line 2: field 'record_id'" in err
+    parsed = [{**e, "occurred_at": 1772359200000} for e in (one, other)]  # what a raw producer sends
+    raw_send(settings, parsed)
+    wait_caught_up(settings, proc=worker)
+    refused = sorted((r["event_id"], r["reason"], r["field"]) for r in (e.decoded() for e in read_topic(settings, "rejected")))
+    assert refused == [("sl1", "invalid_id", "subject_id"), ("sl2", "invalid_id", "record_id")]
+    assert read_topic(settings, "records") == []

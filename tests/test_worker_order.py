@@ -72,6 +72,11 @@ class Message:
     def headers(self) -> None:
         return None
 
+    def timestamp(self) -> tuple[int, int]:
+        import time
+
+        return 2, int(time.time() * 1000)  # LogAppendTime, as lifecycle.ingest stamps it
+
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Any:
@@ -134,3 +139,63 @@ def test_a_state_leaves_only_after_everything_it_claims(worker: Worker) -> None:
     last_output = max(i for i, c in enumerate(calls) if c[0] in (worker.t_events, worker.t_records, worker.t_consent, worker.t_keys))
     assert any(last_output < f < state_at for f in (i for i, c in enumerate(calls) if c[0] == "FLUSH"))
     assert calls[-1][0] == "FLUSH"  # and the batch returns with its states acknowledged
+
+
+def test_a_view_asked_while_a_batch_waits_for_the_broker_says_so_instead_of_hanging(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During a broker outage a batch holds the tables until the broker is back; a view asked
+    meanwhile answers 503 with the reason within seconds, rather than the caller's timeout
+    reporting that no worker answers."""
+    import threading
+    import time
+
+    import orjson
+
+    import processors.worker as worker_module
+    from processors.worker import subject_view
+
+    worker.process(messages(worker, [line(type="ConsentGiven", event_id="c-1", subject_id="s-1",
+                                          occurred_at="2026-03-01T10:00:00Z", source="web", purpose="newsletter")]))  # fmt: skip
+    assert subject_view(worker, "s-1", "consent")[0] == 200  # type: ignore[index]
+    monkeypatch.setattr(worker_module, "VIEW_PATIENCE", 0.2, raising=False)
+    held, release = threading.Event(), threading.Event()
+
+    def batch_waiting_for_the_broker() -> None:
+        with worker.lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=batch_waiting_for_the_broker)
+    thread.start()
+    held.wait(5)
+    started = time.monotonic()
+    try:
+        status, body = subject_view(worker, "s-1", "consent")  # type: ignore[misc]
+    finally:
+        release.set()
+        thread.join()
+    assert status == 503 and orjson.loads(body)["reason"] == "busy"
+    assert time.monotonic() - started < 2
+
+
+def test_consent_views_tell_a_silent_subject_from_an_erased_or_unknown_one(worker: Worker) -> None:
+    import orjson
+
+    from processors.worker import subject_view
+
+    at = "2026-03-01T10:00:00Z"
+    worker.process(messages(worker, [
+        line(type="DataCollected", event_id="e-1", subject_id="s-quiet", occurred_at=at, source="web", record_id="r-1",
+             category="contact", purpose="inquiry", legal_basis="legitimate_interest", fields={"name": "Q"}),
+        line(type="ConsentGiven", event_id="e-2", subject_id="s-gone", occurred_at=at, source="web", purpose="newsletter"),
+        line(type="ErasureRequested", event_id="e-3", subject_id="s-gone", occurred_at=at, source="web", request_id="q-1"),
+        line(type="IdentityVerified", event_id="e-4", subject_id="s-gone", occurred_at=at, source="web", request_id="q-1",
+             method="email_link"),
+    ]))  # fmt: skip
+    status, body = subject_view(worker, "s-quiet", "consent")  # type: ignore[misc]
+    assert status == 200 and orjson.loads(body)["purposes"] == {}  # held, never a word on consent
+    status, body = subject_view(worker, "s-gone", "consent")  # type: ignore[misc]
+    assert status == 404 and orjson.loads(body)["reason"] == "erased"
+    status, body = subject_view(worker, "s-nobody", "consent")  # type: ignore[misc]
+    assert status == 404 and orjson.loads(body)["reason"] == "never_seen"

@@ -43,7 +43,7 @@ from processors.fold import (
 )
 from processors.guard import screen
 from processors.policy import DAY_MS, load_policy
-from schemas.contract import parse_line
+from schemas.contract import parse_line, record_key
 from streams.downstream import latest_by_key, read_topic
 from streams.publish import publish_lines
 from streams.runner import spawn_worker, stop_worker, wait_caught_up
@@ -143,7 +143,7 @@ def fold_events(events: Iterable[dict]) -> Expected:
         _, outputs = apply(state, event, event["occurred_at"], POLICY)
         for o in outputs:
             if isinstance(o, RecordChange):
-                out.records[f"{o.subject_id}/{o.record_id}"] = roundtrip(o.value)
+                out.records[record_key(o.subject_id, o.record_id).decode()] = roundtrip(o.value)
             elif isinstance(o, ConsentChange):
                 out.consent[o.subject_id] = roundtrip(o.value)
             elif isinstance(o, Decision):
@@ -407,8 +407,9 @@ def full_history(base: int) -> list[dict]:
     """
     t = iter(range(base, base + 1000 * MINUTE_MS, MINUTE_MS))
     a, b, c, d = "s-h1", "s-h2", "s-h3", "s-h4"
+    a01 = collected("a01", a, "r1", next(t))
     subject_a = [  # consent, unsubscribe and every request type but erasure
-        collected("a01", a, "r1", next(t)),
+        a01,
         ev("ConsentGiven", "a02", a, next(t), purpose="newsletter"),
         ev("ConsentGiven", "a03", a, next(t), purpose="marketing_email"),
         collected("a04", a, "r2", next(t), purpose="marketing_email", legal_basis="consent"),
@@ -427,7 +428,9 @@ def full_history(base: int) -> list[dict]:
         ev("ObjectionRaised", "a16", a, next(t), request_id="q-a5", purpose="marketing_email"),
         collected("a17", a, "r3", next(t)),  # inquiry is restricted now: refused by the fold
         ev("AccessRequested", "a18", a, next(t), request_id="q-a1"),  # a duplicate request
-        collected("a01", a, "r1", next(t), fields={"email": "changed@example.org"}),  # a seen event_id
+        a01,  # the same event delivered again: changes nothing
+        # a seen event_id with other content: another event under a reused id, dead-lettered
+        collected("a01", a, "r1", next(t), fields={"email": "changed@example.org"}),
     ]
     subject_b = [  # relationship, legal obligation, legal hold, erasure, hold released
         ev("RelationshipStarted", "b01", b, next(t), relationship_id="rel-1", kind="client"),
@@ -452,6 +455,8 @@ def full_history(base: int) -> list[dict]:
         ev("ErasureRequested", "c06", c, next(t), request_id="q-c2"),
         ev("IdentityVerified", "c07", c, next(t), request_id="q-c2", method="email_link"),
         ev("DeadlineExtended", "c08", c, next(t), request_id="q-c9", notice="notice-c9"),
+        # collected before the erasure ran, delivered after it: covered by it, refused
+        collected("c09", c, "r9", base),
     ]
     subject_d = [  # the fold's own refusals, and a withdrawal before any consent
         collected("d01", d, "r1", next(t), purpose="marketing_email", legal_basis="consent"),
@@ -502,6 +507,7 @@ def test_history_of_every_event_type_gives_exactly_what_the_pure_fold_gives(
     assert {"RetentionExpired", "ErasureExecuted", "RequestRejected", "RequestFulfilled"} <= {
         d["type"] for d in expected.decisions.values()
     }
+    assert "covered_by_erasure" in {d.get("reason") for d in expected.decisions.values()}  # c09, late
 
     with running_worker(settings, tmp_path / "worker.log") as proc:
         report = publish_lines(lines(history), settings)
@@ -514,7 +520,10 @@ def test_history_of_every_event_type_gives_exactly_what_the_pure_fold_gives(
             for view in ("consent", "export")
         }
 
-    assert read_topic(settings, "rejected") == []  # every event reached the fold
+    # every event reached the fold but the one reusing a01's id with other content
+    (refused,) = [e.decoded() for e in read_topic(settings, "rejected")]
+    assert refused is not None
+    assert (refused["event_id"], refused["reason"], refused["field"]) == ("a01", "conflicting_duplicate", "event_id")
     assert last_values(settings, "records") == expected.records
     assert last_values(settings, "consent") == expected.consent
 
@@ -529,7 +538,7 @@ def test_history_of_every_event_type_gives_exactly_what_the_pure_fold_gives(
     upstream = [e for e in log if e["type"] not in DECISION_TYPES]
     ids: set[str] = set()
     first_copies = [e for e in history if not (e["event_id"] in ids or ids.add(e["event_id"]))]
-    assert len(first_copies) == len(history) - 1  # the premise: one event_id is published twice
+    assert len(first_copies) == len(history) - 2  # the premise: one event_id is published thrice
     assert by_subject(upstream) == by_subject(first_copies), "the log of record differs from what was published"
     replay = fold_events(upstream)
     assert {k: d["type"] for k, d in replay.decisions.items()} == {
@@ -552,8 +561,10 @@ def test_history_of_every_event_type_gives_exactly_what_the_pure_fold_gives(
         assert orjson.loads(body) == roundtrip(export(state)), f"export of {sid} differs from the pure export"
         status, body = views[(sid, "consent")]
         snapshot = consent_view(state)
-        if snapshot is None:  # never given, or erased: nothing to show
-            assert status == 404, f"consent of {sid}"
+        if snapshot is None and state["status"] == "erased":  # nothing to show
+            assert status == 404 and orjson.loads(body)["reason"] == "erased", f"consent of {sid}"
+        elif snapshot is None:  # held, but never a word on consent: no purposes
+            assert status == 200 and orjson.loads(body)["purposes"] == {}, f"consent of {sid}"
         else:
             assert status == 200, f"consent of {sid}"
             assert orjson.loads(body) == roundtrip(snapshot), f"consent of {sid} differs from the pure view"
