@@ -4,17 +4,60 @@ A line is published whole or not at all (one line is one Kafka message), and a b
 reported by number and reason without stopping the good lines behind it: one the contract
 refuses, and one the producer refuses (too large for a Kafka message) or cannot deliver. The
 reason never quotes the line: it may hold personal data.
+
+Delivery has a deadline (``--timeout``, five minutes by default): a broker that is away for a
+while is waited for, and lines sent meanwhile go out when it is back, but a broker that does
+not come back ends the command with the count of what was delivered and what was not, instead
+of a producer waiting for ever. SIGINT and SIGTERM end it the same way, after a short wait for
+what is already in flight. A line counts as published only once the broker acknowledged it.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 from dataclasses import dataclass, field
-from typing import IO, Iterable
+from types import FrameType
+from typing import IO, Any, Iterable
 
 from schemas.contract import ContractError, parse_line
 from streams.codec import CodecError, encode
 from streams.settings import Settings
+
+DEFAULT_TIMEOUT = 300.0
+GRACE = 5.0
+"""How long an interrupted publish still waits for what it already sent."""
+
+
+class PublishError(RuntimeError):
+    """Nothing can be published (no broker answers, say); the message names the setting."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived: stop reading, report what was delivered."""
+
+
+class _Signals:
+    """SIGINT/SIGTERM while lines are read and sent interrupts that (a read of standard input
+    may block for ever); once only acknowledgements are awaited, a signal cuts that wait short."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.reading = True
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if self.reading:
+            self.reading = False
+            raise Interrupted(signal.Signals(signum).name)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received[0]).name if self.received else ""
+
+
+_NO_SIGNALS = _Signals()
 
 
 @dataclass
@@ -22,59 +65,131 @@ class PublishReport:
     published: int = 0
     bad: list[tuple[int, str]] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
+    undelivered: int = 0  # sent, not acknowledged by the deadline (or the interruption)
+    unsent: int = 0  # valid, never sent: the deadline had passed, or the broker never answered
+    timed_out: bool = False
+    interrupted: str = ""  # the signal's name
 
     @property
     def ok(self) -> bool:
-        return not self.bad and not self.failed
+        return not (self.bad or self.failed or self.undelivered or self.unsent or self.interrupted)
 
 
-def producer(settings: Settings):  # type: ignore[no-untyped-def]
+def producer(settings: Settings, **overrides: Any) -> Any:
+    """The upstream producer (kafka-python 3.x: idempotent, acks=all); one line on a dead broker."""
     from kafka import KafkaProducer
+    from kafka.errors import KafkaTimeoutError
 
     from streams.security import client_kwargs
 
-    # kafka-python 3.x defaults to an idempotent producer with acks=all; we only batch a little
-    return KafkaProducer(
-        bootstrap_servers=settings.bootstrap.split(","),
-        client_id="lifecycle-publish",
-        acks="all",
-        linger_ms=5,
-        retries=2147483647,
-        **client_kwargs(settings),
-    )
+    try:
+        return KafkaProducer(
+            bootstrap_servers=settings.bootstrap.split(","),
+            client_id="lifecycle-publish",
+            acks="all",
+            linger_ms=5,
+            retries=2147483647,
+            **{**client_kwargs(settings), **overrides},
+        )
+    except KafkaTimeoutError:  # kafka-python 3: "Unable to bootstrap"
+        raise PublishError(f"no Kafka broker answers at {settings.bootstrap} (LIFECYCLE_BOOTSTRAP)") from None
 
 
-def publish_lines(lines: Iterable[str | bytes], settings: Settings) -> PublishReport:
+def publish_lines(
+    lines: Iterable[str | bytes], settings: Settings, timeout: float = DEFAULT_TIMEOUT, signals: _Signals = _NO_SIGNALS
+) -> PublishReport:
+    """Publish every good line; every line is accounted for in the report, whatever happens.
+
+    Raises ``PublishError`` only when nothing could be published at all (no broker answers at
+    the start). ``Interrupted`` raised inside (by a signal handler, ``main_publish``'s) stops the
+    reading; what was sent is still waited for a few seconds and counted.
+    """
+    from kafka.errors import KafkaTimeoutError
+
     report = PublishReport()
     topic = settings.topic("ingest")
-    prod = producer(settings)
-    sent: list[tuple[int, object]] = []
+    deadline = time.monotonic() + timeout
+    # retry until our own deadline, not the library's two minutes; block at most a few seconds
+    # per send while the broker is away, so the deadline and signals are looked at
+    prod = producer(
+        settings,
+        # our deadline comes first; kafka-python wants more than its request timeout (30 s)
+        delivery_timeout_ms=max(40_000, int((timeout + 10) * 1000)),
+        max_block_ms=5000,
+        bootstrap_timeout_ms=max(1000, int(min(timeout, 30.0) * 1000)),
+    )
+    sent: list[tuple[int, Any]] = []
     try:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                event = parse_line(line)
-                value = encode(event)
-            except (ContractError, CodecError) as exc:  # neither quotes the line
-                report.bad.append((number, str(exc)))
-                continue
-            try:
-                future = prod.send(topic, key=event["subject_id"].encode(), value=value)
-            except Exception as exc:  # noqa: BLE001 - refused before it left: this line only
-                report.failed.append((number, _not_sent(exc, value)))
-                continue
-            sent.append((number, future))
-        prod.flush()
+        try:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    event = parse_line(line)
+                    value = encode(event)
+                except (ContractError, CodecError) as exc:  # neither quotes the line
+                    report.bad.append((number, str(exc)))
+                    continue
+                while True:
+                    if time.monotonic() > deadline:
+                        report.timed_out = True
+                        report.unsent += 1
+                        break
+                    try:
+                        sent.append((number, prod.send(topic, key=event["subject_id"].encode(), value=value)))
+                    except KafkaTimeoutError:
+                        continue  # no metadata yet (the broker is away): try again until the deadline
+                    except Exception as exc:  # noqa: BLE001 - refused before it left: this line only
+                        report.failed.append((number, _not_sent(exc, value)))
+                    break
+        except Interrupted:
+            deadline = min(deadline, time.monotonic() + GRACE)
+        signals.reading = False  # from here on a signal only cuts the wait short
+        _await(prod, sent, deadline, signals)
+        report.interrupted = signals.name
         for number, fut in sent:
-            try:
-                fut.get(timeout=30)  # type: ignore[attr-defined]
+            if not fut.is_done or isinstance(fut.exception, KafkaTimeoutError):
+                report.undelivered += 1
+            elif fut.succeeded():
                 report.published += 1
-            except Exception as exc:  # noqa: BLE001 - reported per line, the rest goes on
-                report.failed.append((number, f"not published: {type(exc).__name__}"))
+            else:
+                report.failed.append((number, f"not published: {type(fut.exception).__name__}"))
+        if report.undelivered and not report.interrupted:
+            report.timed_out = True
     finally:
-        prod.close()
+        _close_now(prod)
     return report
+
+
+def _close_now(prod: Any) -> None:
+    """Close without waiting: what is not acknowledged by now was reported, not waited for.
+
+    kafka-python 3.0's ``close(timeout=0)`` raises when messages are still pending (its flush
+    times out) and leaves the producer open; the sender is a daemon thread, so closing it by
+    force is all that is left to do (the library is pinned to 3.0.x in pyproject.toml)."""
+    from kafka.errors import KafkaTimeoutError
+
+    try:
+        prod.close(timeout=0)
+    except KafkaTimeoutError:
+        prod._sender.force_close()
+        prod._closed = True
+
+
+def _await(prod: Any, sent: list[tuple[int, Any]], deadline: float, signals: _Signals) -> None:
+    """Wait until everything sent is acknowledged or failed, the deadline passes, or a signal
+    (another one, if one stopped the reading) says not to wait any more."""
+    from kafka.errors import KafkaTimeoutError
+
+    patience = len(signals.received)
+    while any(not fut.is_done for _, fut in sent) and len(signals.received) <= patience:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            prod.flush(timeout=min(left, 0.5))
+        except KafkaTimeoutError:
+            pass
 
 
 def _not_sent(exc: Exception, value: bytes | None) -> str:
@@ -88,22 +203,53 @@ def _not_sent(exc: Exception, value: bytes | None) -> str:
     return f"not published: {type(exc).__name__}"
 
 
-def main_publish(path: str, settings: Settings, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
-    if path == "-":
-        report = publish_lines(sys.stdin.buffer, settings)
-    else:
+def summary(report: PublishReport, settings: Settings, timeout: float) -> str:
+    line = f"published {report.published} events to {settings.topic('ingest')}"
+    if report.bad:
+        line += f", {len(report.bad)} bad lines"
+    if report.failed:
+        line += f", {len(report.failed)} lines not published"
+    missing = report.undelivered + report.unsent
+    if missing:
+        why = f"interrupted by {report.interrupted}" if report.interrupted else (
+            f"no acknowledgement within {timeout:.0f} s: is the broker at {settings.bootstrap} up? (--timeout)"
+        )  # fmt: skip
+        line += f", {missing} lines not delivered ({why})"
+    elif report.interrupted:
+        line += f"; interrupted by {report.interrupted}, the rest of the input was not read"
+    return line
+
+
+def main_publish(
+    path: str, settings: Settings, timeout: float = DEFAULT_TIMEOUT, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
+) -> int:
+    """0 when every line was published; 1 when a line was bad or not delivered; 2 when nothing
+    could be (no file, no broker); 128 + the signal's number when interrupted."""
+    signals = _Signals()
+    previous = {sig: signal.signal(sig, signals) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
         try:
-            with open(path, "rb") as fh:
-                report = publish_lines(fh, settings)
+            if path == "-":
+                report = publish_lines(sys.stdin.buffer, settings, timeout, signals)
+            else:
+                with open(path, "rb") as fh:
+                    report = publish_lines(fh, settings, timeout, signals)
         except OSError as exc:
             print(f"error: cannot read {path}: {exc.strerror}", file=err)
             return 2
+        except PublishError as exc:
+            print(f"error: {exc}", file=err)
+            return 2
+        except Interrupted as exc:  # before anything was sent (while connecting)
+            print(f"published 0 events to {settings.topic('ingest')}; interrupted by {exc}", file=out)
+            return 128 + signals.received[0]
+    finally:
+        signals.reading = False
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     for number, reason in sorted(report.bad + report.failed):
         print(f"line {number}: {reason}", file=err)
-    summary = f"published {report.published} events to {settings.topic('ingest')}"
-    if report.bad:
-        summary += f", {len(report.bad)} bad lines"
-    if report.failed:
-        summary += f", {len(report.failed)} lines not published"
-    print(summary, file=out)
+    print(summary(report, settings, timeout), file=out)
+    if report.interrupted:
+        return 128 + signals.received[0]
     return 0 if report.ok else 1

@@ -10,12 +10,16 @@ tombstoned, no record resurrected.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import orjson
 import pytest
 
 from processors import fold as lifecycle
@@ -137,6 +141,9 @@ def test_broker_restarted_mid_stream_loses_nothing_and_everyone_reconnects(own_b
     assert len(publisher.acknowledged) == len(events) - publisher.failed
     decisions = _assert_exact(s, [ev for ev in held if ev is not None])
     print(f"broker restart: {len(publisher.acknowledged)} acknowledged, {publisher.failed} failed sends, {decisions} decisions")
+    # the log says the broker was away, and says it a few times, not once per reconnection
+    refused = [line for line in (tmp_path / "worker.log").read_text().splitlines() if "Connection refused" in line]
+    assert 1 <= len(refused) <= 10, refused[:20]
 
 
 def _ingest_owners(settings: Settings) -> list[set[int]]:
@@ -159,7 +166,11 @@ def _wait_for(check: Any, timeout: float, what: str) -> Any:
 
 
 def test_two_workers_split_the_partitions_and_the_survivor_takes_over_a_killed_one(settings: Settings, tmp_path: Path) -> None:
-    s = dataclasses.replace(settings, timer_interval=3600.0, api_token="one-token-for-the-group")
+    # what each worker of a group on one machine needs (README, scale-out): a home and a views
+    # port of its own, the master key file and the API token of the group
+    keys = tmp_path / "master-keys"
+    keys.write_text(new_master_key_text() + "\n")
+    s = dataclasses.replace(settings, timer_interval=3600.0, api_token="one-token-for-the-group", master_key="", master_key_file=keys)
     events = history(3_000, 400, seed=43)
     first, rest = events[:600], events[600:]
     fill(s, "ingest", [(e["subject_id"].encode(), encode(e)) for e in first])  # type: ignore[misc]
@@ -217,3 +228,52 @@ def test_two_workers_split_the_partitions_and_the_survivor_takes_over_a_killed_o
 
     decisions = _assert_exact(s, events)
     print(f"failover: 1 of 2 workers killed mid-stream, {decisions} decisions exact")
+
+
+def test_publish_gives_up_with_a_count_when_the_broker_stays_away_and_on_a_signal(own_broker: Settings) -> None:
+    """``lifecycle publish`` never waits for ever: a broker that does not come back within
+    ``--timeout`` ends it with what was delivered and what was not, and so does Ctrl-C, even
+    while it waits for more input on a pipe."""
+    s = own_broker
+    now = int(time.time() * 1000)
+    lines = [
+        orjson.dumps({"type": "ConsentGiven", "event_id": f"pub-{i}", "subject_id": f"s-pub-{i % 7}", "source": "test",
+                      "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000)), "purpose": "newsletter"})
+        for i in range(110)
+    ]  # fmt: skip
+
+    def publish(timeout: float) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
+        env.update(s.to_env())
+        cmd = [sys.executable, "-m", "streams.cli", "publish", "-", "--timeout", str(timeout)]
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def on_ingest(count: int) -> None:
+        _wait_for(lambda: len(read_topic(s, "ingest")) >= count, timeout=60, what=f"{count} events on ingest")
+
+    proc = publish(15)
+    assert proc.stdin is not None
+    proc.stdin.write(b"\n".join(lines[:50]) + b"\n")
+    proc.stdin.flush()
+    on_ingest(50)
+    broker.stop(s)
+    proc.stdin.write(b"\n".join(lines[50:100]) + b"\n")
+    proc.stdin.close()
+    proc.stdin = None  # closed: communicate() must not flush it
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert out.decode().startswith("published 50 events to ") and "50 lines not delivered" in out.decode(), out
+    assert "--timeout" in out.decode() and "Traceback" not in err.decode()
+
+    broker.start(s)
+    proc = publish(300)
+    assert proc.stdin is not None
+    proc.stdin.write(b"\n".join(lines[100:110]) + b"\n")
+    proc.stdin.flush()
+    on_ingest(60)
+    proc.send_signal(signal.SIGINT)  # the pipe stays open: the command is waiting for input
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert out.decode().startswith("published 10 events to ") and "interrupted by SIGINT" in out.decode(), out
+    assert "Traceback" not in err.decode()
+    assert len(read_topic(s, "ingest")) == 60  # nothing delivered twice, nothing reported that was not
