@@ -54,6 +54,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
 
+from schemas.contract import split_record_key
 from streams.codec import CodecError, decode, encode
 from streams.settings import Settings, SettingsError
 
@@ -232,15 +233,13 @@ class _Ack:
 
 
 def _ack_event(ack: _Ack, name: str, now_ms: int) -> dict[str, Any]:
-    # Record keys are written as f"{subject_id}/{record_id}" by the fold; ids are opaque tokens,
-    # so the first "/" is the separator as long as a subject_id holds none.
     if ack.kind == "records":
-        subject_id, _, record_id = ack.key.partition("/")
+        subject_id, record_id = split_record_key(ack.key)
     else:
         subject_id, record_id = ack.key, ""
     return {
         "type": "ErasureAcknowledged",
-        "event_id": f"ack/{name}/{ack.topic}/{ack.partition}/{ack.offset}",
+        "event_id": f"ack:{name}:{ack.topic}:{ack.partition}:{ack.offset}",  # no "/" in an id
         "subject_id": subject_id,
         "occurred_at": now_ms,
         "source": name,
@@ -294,6 +293,7 @@ def run_sink(
 
     from streams.security import client_kwargs
 
+    registered_consumer(settings, name)
     stop = stop or threading.Event()
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap.split(","),
@@ -330,6 +330,20 @@ def run_sink(
         if producer is not None:
             producer.close()
         consumer.close(autocommit=False)
+
+
+def registered_consumer(settings: Settings, name: str) -> None:
+    """Refuse a consumer name the policy does not register: the fold counts acknowledgements
+    only from registered consumers, so an erasure would wait for ever on a sink whose every
+    acknowledgement counts for nothing, while the sink reported them sent."""
+    from processors.policy import load_policy
+
+    names = load_policy(settings.policy_file).consumer_names
+    if name not in names:
+        raise SinkError(
+            f"consumer {name!r} is not registered in the policy (registered: {', '.join(names)}): "
+            "pick one of them with --name, or register it under [consumers] in the policy file (LIFECYCLE_POLICY)"
+        )
 
 
 def _seek(consumer: KafkaConsumer, tps: list[TopicPartition], stored: Offsets) -> dict[TopicPartition, int]:

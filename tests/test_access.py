@@ -95,7 +95,7 @@ def test_downstream_copies_records_and_consent_and_acknowledges(secure_kafka: Se
     assert read_topic(s, "records") == [] and read_topic(s, "consent") == []
     produce(s, s.topic("acks"))
     # the sink: its own group (<app_id>-sink-<name>), offsets committed there
-    report = run_sink(s, SqliteSink(tmp_path / "copy.db"), "crm", until_idle=True)
+    report = run_sink(s, SqliteSink(tmp_path / "copy.db"), "crm-mirror", until_idle=True)
     assert report.upserts == 0
 
 

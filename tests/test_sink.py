@@ -140,7 +140,7 @@ def assert_acked_once(settings: Settings, names: list[str]) -> None:
     assert got == Counter((n, *want) for n in names for want in TOMBSTONES.values())
     for e in found:
         assert e["source"] == e["consumer"]
-        assert e["event_id"].startswith(f"ack/{e['consumer']}/{settings.topic_prefix}lifecycle.")
+        assert e["event_id"].startswith(f"ack:{e['consumer']}:{settings.topic_prefix}lifecycle.")
         assert abs(e["occurred_at"] - time.time() * 1000) < 120_000
 
 
@@ -196,24 +196,24 @@ def test_sink_applies_upserts_and_tombstones_and_acks_each(
     db = tmp_path / "crm.db"
 
     with caplog.at_level(logging.WARNING, logger="streams.sink"), SqliteSink(db) as sink:
-        report = run_sink(settings, sink, "crm", until_idle=True)
+        report = run_sink(settings, sink, "crm-mirror", until_idle=True)
 
     assert (report.upserts, report.deletes, report.acks_sent, report.skipped) == (7, 3, 3, 1)
     assert_live(db)
-    assert_acked_once(settings, ["crm"])
+    assert_acked_once(settings, ["crm-mirror"])
     skipped = [r.getMessage() for r in caplog.records if r.name == "streams.sink"]
     assert len(skipped) == 1 and "lifecycle.records[" in skipped[0] and "unknown schema fingerprint" in skipped[0]
     assert SECRET not in caplog.text and "s9" not in caplog.text
 
     # A restart resumes where the sink stopped: nothing applied twice, nothing re-acknowledged.
     with SqliteSink(db) as sink:
-        again = run_sink(settings, sink, "crm", until_idle=True)
+        again = run_sink(settings, sink, "crm-mirror", until_idle=True)
     assert (again.upserts, again.deletes, again.acks_sent) == (0, 0, 0)
 
     # ... and picks up what arrived meanwhile.
     produce(settings, [("records", "s1/r2", None, "req-3")])
     with SqliteSink(db) as sink:
-        later = run_sink(settings, sink, "crm", until_idle=True)
+        later = run_sink(settings, sink, "crm-mirror", until_idle=True)
     assert (later.upserts, later.deletes, later.acks_sent) == (0, 1, 1)
     assert rows(db)[0].keys() == {"s3/r1"}
     assert [(e["subject_id"], e["record_id"], e["request_id"]) for e in acks(settings)][-1] == ("s1", "r2", "req-3")
@@ -252,14 +252,14 @@ def test_a_crash_never_loses_a_deletion_nor_acks_it_twice(settings: Settings, tm
     produce(settings, upserts)
     db = tmp_path / "crm.db"
     with SqliteSink(db) as sink:
-        run_sink(settings, sink, "crm", until_idle=True)
+        run_sink(settings, sink, "crm-mirror", until_idle=True)
     produce(settings, [m for m in HISTORY if m[2] is None])
 
     script = tmp_path / "crashing_sink.py"
     script.write_text(CRASHING_SINK)
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, str(script), str(db), "crm", where],
+        [sys.executable, str(script), str(db), "crm-mirror", where],
         check=False,
         env=env,
         cwd=ROOT,
@@ -275,9 +275,9 @@ def test_a_crash_never_loses_a_deletion_nor_acks_it_twice(settings: Settings, tm
     assert acks(settings) == []
 
     with SqliteSink(db) as sink:
-        report = run_sink(settings, sink, "crm", until_idle=True)
+        report = run_sink(settings, sink, "crm-mirror", until_idle=True)
     assert_live(db)
-    assert_acked_once(settings, ["crm"])
+    assert_acked_once(settings, ["crm-mirror"])
     if where == "before-commit":
         assert (report.deletes, report.acks_resent) == (3, 0)
     else:
@@ -287,12 +287,12 @@ def test_a_crash_never_loses_a_deletion_nor_acks_it_twice(settings: Settings, tm
 @pytest.mark.integration
 def test_two_consumers_each_acknowledge_every_tombstone_once(settings: Settings, tmp_path: Path) -> None:
     produce(settings, HISTORY)
-    for name in ("crm", "mailer"):
+    for name in ("crm-mirror", "mailer"):
         with SqliteSink(tmp_path / f"{name}.db") as sink:
             report = run_sink(settings, sink, name, until_idle=True)
         assert (report.deletes, report.acks_sent) == (3, 3)
         assert_live(tmp_path / f"{name}.db")
-    assert_acked_once(settings, ["crm", "mailer"])
+    assert_acked_once(settings, ["crm-mirror", "mailer"])
 
 
 @pytest.mark.integration
@@ -301,7 +301,7 @@ def test_stop_event_ends_a_following_sink(settings: Settings, tmp_path: Path) ->
     stop = threading.Event()
     reports = []
     with SqliteSink(db) as sink:
-        thread = threading.Thread(target=lambda: reports.append(run_sink(settings, sink, "crm", stop=stop)))
+        thread = threading.Thread(target=lambda: reports.append(run_sink(settings, sink, "crm-mirror", stop=stop)))
         thread.start()
         try:
             produce(settings, HISTORY)
@@ -314,7 +314,7 @@ def test_stop_event_ends_a_following_sink(settings: Settings, tmp_path: Path) ->
     assert not thread.is_alive()
     assert reports[0].deletes == 3
     assert_live(db)
-    assert_acked_once(settings, ["crm"])
+    assert_acked_once(settings, ["crm-mirror"])
 
 
 @pytest.mark.integration
@@ -326,21 +326,30 @@ def test_main_sink_command(
         monkeypatch.setenv(var, value)
     db = tmp_path / "crm.db"
 
-    assert main_sink(["sqlite", str(db), "--name", "crm", "--until-idle"]) == 0
+    assert main_sink(["sqlite", str(db), "--name", "crm-mirror", "--until-idle"]) == 0
     out, err = capsys.readouterr()
-    assert out == "sink crm: 7 upserts, 3 deletes, 3 acks sent\n" and err == ""
+    assert out == "sink crm-mirror: 7 upserts, 3 deletes, 3 acks sent\n" and err == ""
     assert_live(db)
 
-    assert main_sink(["postgres", str(db), "--name", "crm"]) == 2
+    assert main_sink(["postgres", str(db), "--name", "crm-mirror"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "invalid choice: 'postgres'" in err
 
-    assert main_sink(["sqlite", str(tmp_path / "no-such-dir" / "x.db"), "--name", "crm", "--until-idle"]) == 2
+    assert main_sink(["sqlite", str(tmp_path / "no-such-dir" / "x.db"), "--name", "crm-mirror", "--until-idle"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and err.startswith("error: ")
 
+    # a name the policy does not register: its acknowledgements would count for nothing
+    assert main_sink(["sqlite", str(tmp_path / "other.db"), "--name", "crm", "--until-idle"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        "error: consumer 'crm' is not registered in the policy (registered: crm-mirror, mailer, warehouse): "
+        "pick one of them with --name, or register it under [consumers] in the policy file (LIFECYCLE_POLICY)\n"
+    )
+    assert acks(settings) and all(a["consumer"] == "crm-mirror" for a in acks(settings))  # it sent none
+
     monkeypatch.setenv("LIFECYCLE_TOPIC_PREFIX", "missing.")
-    assert main_sink(["sqlite", str(db), "--name", "crm", "--until-idle"]) == 2
+    assert main_sink(["sqlite", str(db), "--name", "crm-mirror", "--until-idle"]) == 2
     out, err = capsys.readouterr()
     assert (
         out == ""
@@ -356,7 +365,7 @@ def test_sigterm_stops_the_command_after_its_batch(settings: Settings, tmp_path:
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
     code = "import sys; from streams.sink import main_sink; sys.exit(main_sink(sys.argv[1:]))"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "sqlite", str(db), "--name", "crm"],
+        [sys.executable, "-c", code, "sqlite", str(db), "--name", "crm-mirror"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -374,6 +383,6 @@ def test_sigterm_stops_the_command_after_its_batch(settings: Settings, tmp_path:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err[-2000:]
-    assert out == "sink crm: 7 upserts, 3 deletes, 3 acks sent\n"
+    assert out == "sink crm-mirror: 7 upserts, 3 deletes, 3 acks sent\n"
     assert_live(db)
-    assert_acked_once(settings, ["crm"])
+    assert_acked_once(settings, ["crm-mirror"])
