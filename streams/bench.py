@@ -47,8 +47,9 @@ from processors.fold_bench import run as fold_run
 from processors.guard import screen
 from processors.policy import Policy, load_policy
 from processors.shredding import new_master_key_text
-from schemas.contract import ContractError, validate
+from schemas.contract import ContractError, record_key, validate
 from streams.codec import decode, encode
+from streams.demo import free_port
 from streams.security import client_kwargs
 from streams.settings import Settings
 
@@ -92,7 +93,7 @@ def expected(events: list[dict], policy: Policy) -> tuple[dict[bytes, bytes | No
         state = states.setdefault(event["subject_id"], lifecycle.new_state(event["subject_id"]))
         for out in lifecycle.apply(state, event, event["occurred_at"], policy)[1]:
             if isinstance(out, lifecycle.RecordChange):
-                records[f"{out.subject_id}/{out.record_id}".encode()] = (
+                records[record_key(out.subject_id, out.record_id)] = (
                     None if out.value is None else encode({"type": "Record", **out.value})
                 )
             elif isinstance(out, lifecycle.ConsentChange):
@@ -172,21 +173,13 @@ def consume_rate(settings: Settings, name: str) -> tuple[float, int]:
         consumer.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _workers(settings: Settings, count: int, logs: Path) -> list[Any]:
     """``count`` worker processes with homes and web ports of their own, started together."""
     from streams.runner import spawn_worker
 
     procs = []
     for i in range(count):
-        port = _free_port()
+        port = free_port()
         own = dataclasses.replace(settings, home=settings.home / f"w{i}", web_port=port, worker_url=f"http://127.0.0.1:{port}")
         procs.append(spawn_worker(own, logs / f"worker-{i}.log"))
     return procs
@@ -364,7 +357,8 @@ def codec_rates(events: list[dict], seconds: float = 1.0) -> dict[str, float]:
     sample = [e for e in events if e["type"] == "DataCollected"][:2000]
     schema = avro.schema.parse(BY_NAME["DataCollected"].json)
     writer, reader = avro.io.DatumWriter(schema), avro.io.DatumReader(schema)
-    bodies = [{k: v for k, v in e.items() if k != "type"} for e in sample]
+    defaults = dict(BY_NAME["DataCollected"].defaults)  # the avro package does not fill them in
+    bodies = [{**defaults, **{k: v for k, v in e.items() if k != "type"}} for e in sample]
 
     def avro_encode(body: dict) -> bytes:
         buf = io.BytesIO()
@@ -423,7 +417,7 @@ def memory(settings: Settings, subjects: int, logs: Path, timeout: float) -> flo
         producer.flush()
     finally:
         producer.close()
-    proc = spawn_worker(dataclasses.replace(settings, web_port=_free_port()), logs / "worker-memory.log")
+    proc = spawn_worker(dataclasses.replace(settings, web_port=free_port()), logs / "worker-memory.log")
     peak = 0.0
     try:
         deadline = time.monotonic() + timeout

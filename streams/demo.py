@@ -63,7 +63,11 @@ def main_demo(base: Settings, keep: bool = False, out: IO[str] = sys.stdout) -> 
     from streams.topics import ensure_topics
 
     run_id = uuid.uuid4().hex[:8]
-    settings = replace(base, topic_prefix=f"{base.topic_prefix}demo-{run_id}.", app_id=f"lifecycle-demo-{run_id}", timer_interval=5.0)
+    port = free_port()  # a worker of the user's may hold LIFECYCLE_WEB_PORT
+    settings = replace(
+        base, topic_prefix=f"{base.topic_prefix}demo-{run_id}.", app_id=f"lifecycle-demo-{run_id}", timer_interval=5.0,
+        web_port=port, worker_url=f"http://127.0.0.1:{port}",
+    )  # fmt: skip
     started_broker = False
     if not reachable(base.bootstrap):
         if base.bootstrap != f"127.0.0.1:{base.broker_port}":
@@ -82,7 +86,11 @@ def main_demo(base: Settings, keep: bool = False, out: IO[str] = sys.stdout) -> 
             report = publish_lines(fh, settings)
         print(f"published {report.published} sample events to {settings.topic('ingest')}", file=out)
         t0 = time.monotonic()
-        wait_caught_up(settings, timeout=120, proc=worker)
+        try:
+            wait_caught_up(settings, timeout=120, proc=worker)
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"error: {exc} (see {log_path})", file=sys.stderr)
+            return 1
         print(f"the worker folded everything in {time.monotonic() - t0:.1f} s\n", file=out)
 
         print(f"What a downstream consumer sees on {settings.topic('records')}:", file=out)
@@ -114,6 +122,15 @@ def main_demo(base: Settings, keep: bool = False, out: IO[str] = sys.stdout) -> 
         if started_broker:
             broker.stop(base)
             print("stopped the local broker", file=out)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def reachable(bootstrap: str, timeout: float = 1.0) -> bool:

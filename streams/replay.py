@@ -108,7 +108,7 @@ def run_replay(
     keep_states: bool = False,
 ) -> tuple[dict[str, Any], Audit]:
     policy = load_policy(settings.policy_file)
-    audit = Audit(policy, _decode, _encode)
+    audit = Audit(policy, _decode, _encode, settings.clock_skew_ms)
     bar = _Bar(err, "reading lifecycle.events") if progress else None
     partitions = read_partitions(settings, "events", until_ms, bar)
     from kafka.errors import TopicAuthorizationFailedError
@@ -122,7 +122,7 @@ def run_replay(
             return None
 
     # a subject's trail (--subject) needs its whole state, which only a single process keeps
-    _, keys = audit_partitions(audit, partitions, settings.policy_file, jobs=1 if keep_states else None, meanwhile=keys_if_allowed)
+    _, keys = audit_partitions(audit, partitions, settings.policy_file, jobs=1 if keep_states else None, meanwhile=keys_if_allowed, skew_ms=settings.clock_skew_ms)
     report = audit.finish(keys.keys() if keys is not None else (), complete=until_ms is None)
     if keys is None:
         report["erasures_proven"] = None
@@ -145,6 +145,7 @@ def audit_partitions(
     jobs: int | None = None,
     parallel_from: int = PARALLEL_FROM,
     meanwhile: Callable[[], Any] | None = None,
+    skew_ms: int = 300_000,
 ) -> tuple[int, Any]:
     """Audit every partition into ``audit``; returns how many processes did it, and what
     ``meanwhile`` returned (run in this process while the others audit: reading the keys).
@@ -167,9 +168,9 @@ def audit_partitions(
     forkable = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
     if forkable:
         _FORKED = (policy_file, partitions)
-        work: list[tuple[Path | None, dict[int, list[Entry]] | list[int]]] = [(policy_file, g) for g in groups]
+        work: list[tuple[Path | None, int, dict[int, list[Entry]] | list[int]]] = [(policy_file, skew_ms, g) for g in groups]
     else:
-        work = [(policy_file, {p: partitions[p] for p in g}) for g in groups]
+        work = [(policy_file, skew_ms, {p: partitions[p] for p in g}) for g in groups]
     try:
         with multiprocessing.get_context("fork" if forkable else "spawn").Pool(len(groups)) as pool:
             pending = pool.map_async(_audit_group, work)
@@ -198,13 +199,13 @@ def _groups(ordered: list[int], partitions: dict[int, list[Entry]], jobs: int) -
     return groups
 
 
-def _audit_group(work: tuple[Path | None, dict[int, list[Entry]] | list[int]]) -> Audit:
+def _audit_group(work: tuple[Path | None, int, dict[int, list[Entry]] | list[int]]) -> Audit:
     """One process's share: its partitions audited apart, returned without the callables."""
-    policy_file, share = work
+    policy_file, skew_ms, share = work
     if isinstance(share, list):  # forked: the entries are already here
         assert _FORKED is not None
         share = {p: _FORKED[1][p] for p in share}
-    part = Audit(load_policy(policy_file), _decode, _encode)
+    part = Audit(load_policy(policy_file), _decode, _encode, skew_ms)
     fingerprints = _fingerprints()
     for p in sorted(share):
         part.partition(p, share[p], fingerprints)
@@ -225,10 +226,10 @@ def _trail(settings: Settings, subject: str, audit: Audit, dev: bool, err: IO[st
         return None
     keys = live_keys(settings)
     try:
-        ring = settings.keyring(dev=dev)
-    except KeyringError:
+        ring = settings.keyring(dev=dev, create=False)
+    except KeyringError as exc:
         ring = None
-        print("note: no master key: fields whose key survives are shown as [encrypted]", file=err)
+        print(f"note: {exc}; fields whose key survives are shown as [encrypted]", file=err)
     store = Keystore(dict((k.encode(), v) for k, v in keys.items()), ring, encode, lambda raw: decode(raw), lambda: 0) if ring else None
 
     def shown(value: str) -> str:
@@ -274,6 +275,8 @@ def main_replay(
 ) -> int:
     from kafka.errors import KafkaError
 
+    from processors.shredding import KeyringError
+    from streams.fastread import ReadError
     from streams.views import humane
 
     try:
@@ -292,6 +295,12 @@ def main_replay(
             return 0
     except KafkaError as exc:
         print(f"error: Kafka at {settings.bootstrap}: {type(exc).__name__}", file=err)
+        return 2
+    except ReadError as exc:
+        print(f"error: cannot read the log at {settings.bootstrap} (LIFECYCLE_BOOTSTRAP): {exc}", file=err)
+        return 2
+    except KeyringError as exc:
+        print(f"error: {exc}: give the master keys that wrapped this log's data keys (LIFECYCLE_MASTER_KEY_FILE)", file=err)
         return 2
     out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     if report["mismatch_count"]:

@@ -25,7 +25,11 @@ class WorkerUnreachable(Exception):
 
 
 class NotFound(Exception):
-    pass
+    """No state for the subject; ``reason`` is the worker's word for why (never_seen, erased)."""
+
+    def __init__(self, subject: str, reason: str = "") -> None:
+        super().__init__(subject)
+        self.reason = reason
 
 
 def iso(ms: int | None) -> str | None:
@@ -62,11 +66,17 @@ def fetch_view(settings: Settings, subject: str, view: str) -> dict[str, Any]:
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - our own worker's URL
             return orjson.loads(resp.read())
     except urllib.error.HTTPError as exc:
+        try:
+            said = orjson.loads(exc.read())
+        except (orjson.JSONDecodeError, OSError):
+            said = {}
+        finally:
+            exc.close()
         if exc.code == 404:
-            raise NotFound(subject) from None
+            raise NotFound(subject, str(said.get("reason", ""))) from None
         if exc.code == 401:
             raise PermissionError("the worker refused the token: set LIFECYCLE_API_TOKEN to the worker's") from None
-        raise WorkerUnreachable(f"the worker answered HTTP {exc.code}") from None
+        raise WorkerUnreachable(f"the worker at {settings.worker_url} answered {exc.code}: {said.get('error', 'no reason given')}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise WorkerUnreachable(f"no worker answers at {settings.worker_url}") from exc
 
@@ -92,8 +102,9 @@ def main_consent(subject: str, settings: Settings, out: IO[str] = sys.stdout, er
             if doc is None:
                 print(f"error: no consent state for subject {subject!r}: erased", file=err)
                 return 1
-    except NotFound:
-        print(f"error: no consent state for subject {subject!r}: never seen by the pipeline, or erased", file=err)
+    except NotFound as exc:
+        why = {"erased": "erased", "never_seen": "never seen by the pipeline"}.get(exc.reason, "never seen by the pipeline, or erased")
+        print(f"error: no consent state for subject {subject!r}: {why}", file=err)
         return 1
     except PermissionError as exc:
         print(f"error: {exc}", file=err)
@@ -111,8 +122,11 @@ def main_export(subject: str, settings: Settings, out: IO[str] = sys.stdout, err
     except NotFound:
         print(f"error: nothing held about subject {subject!r}", file=err)
         return 1
-    except (WorkerUnreachable, PermissionError) as exc:
-        print(f"error: {exc} (the export is served by a running `lifecycle worker`)", file=err)
+    except PermissionError as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    except WorkerUnreachable as exc:
+        print(f"error: {exc} (the export is served by a running `lifecycle worker`, LIFECYCLE_WORKER_URL)", file=err)
         return 2
     _print(doc, out)
     return 0
