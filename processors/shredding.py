@@ -26,7 +26,6 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -197,38 +196,6 @@ class KeyCache:
 
     def forget(self, key_id: str) -> None:
         self._keys.pop(key_id, None)
-
-
-def load_keyring(env_key: str, key_file: Path | None, dev_file: Path | None, create: bool = True) -> Keyring:
-    """The master keyring from, in order: ``LIFECYCLE_MASTER_KEY`` (one key), a key file (one
-    key a line, the first current), or, in development only, a key file created on first use
-    with owner-only permissions (``create=False``: only one that exists: a reader such as the
-    replay must never mint a key). Without any of them the worker must not start."""
-    if env_key:
-        return Keyring.of(parse_master_key(env_key, "LIFECYCLE_MASTER_KEY"))
-    if key_file is not None:
-        try:
-            return Keyring.from_lines(key_file.read_text(), str(key_file))
-        except OSError as exc:
-            raise KeyringError(f"cannot read the master key file {key_file}: {exc.strerror}") from None
-    if dev_file is None:
-        raise KeyringError(
-            "no master key: set LIFECYCLE_MASTER_KEY (32 bytes, base64) or LIFECYCLE_MASTER_KEY_FILE, "
-            "or run with --dev to use a development key kept in LIFECYCLE_HOME"
-        )
-    if not dev_file.exists():
-        if not create:
-            raise KeyringError(f"no development master key in {dev_file} (LIFECYCLE_HOME): it is made by `lifecycle worker --dev`")
-        dev_file.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(dev_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            fd = -1  # another process created it first
-        if fd >= 0:
-            with os.fdopen(fd, "w") as fh:
-                fh.write("# development master key, created by lifecycle --dev; not for production\n")
-                fh.write(new_master_key_text() + "\n")
-    return Keyring.from_lines(dev_file.read_text(), str(dev_file))
 
 
 SEALED_TYPES = frozenset({"DataCollected", "RectificationRequested"})

@@ -75,40 +75,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         if args.command != "broker":  # the broker acts as its own admin
-            from streams.security import client_kwargs
+            from streams.plumbing.security import client_kwargs
 
             client_kwargs(settings)  # a principal without a password or CA: said here, in one line
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "broker":
-        from streams.broker import main_broker
+        from streams.broker.local import main_broker
 
         return main_broker([args.action, *(["--secure"] if args.secure else [])])
     if args.command == "worker":
         return _worker(settings, args.loglevel, args.dev)
     if args.command == "replay":
-        from streams.replay import main_replay
+        from streams.commands.replay import main_replay
 
         return main_replay(settings, until=args.until, subject=args.subject, dev=args.dev, progress=not args.no_progress)
     if args.command == "keys":
-        from streams.rotate import main_rotate
+        from streams.commands.rotate import main_rotate
 
         return main_rotate(settings, dev=args.dev)
     if args.command == "publish":
-        from streams.publish import main_publish
+        from streams.commands.publish import main_publish
 
         return main_publish(args.file, settings, timeout=args.timeout)
     if args.command == "consent":
-        from streams.views import main_consent
+        from streams.commands.views import main_consent
 
         return main_consent(args.subject, settings)
     if args.command == "export":
-        from streams.views import main_export
+        from streams.commands.views import main_export
 
         return main_export(args.subject, settings)
     if args.command == "demo":
-        from streams.demo import main_demo
+        from streams.commands.demo import main_demo
 
         return main_demo(settings, keep=args.keep)
     return 2
@@ -121,9 +121,10 @@ def _worker(settings: Settings, loglevel: str, dev: bool) -> int:
     import logging
 
     from processors.shredding import KeyringError
-    from processors.worker import DeliveryError, run
-    from streams.tables import StateDirBusy
-    from streams.views_server import ViewsPortBusy
+    from streams.worker.loop import DeliveryError
+    from streams.worker.main import run
+    from streams.worker.tables import StateDirBusy
+    from streams.worker.views import ViewsPortBusy
 
     try:
         settings.keyring(dev=dev)  # refuse to start without a master key, in one line
@@ -155,7 +156,7 @@ def _quiet_clients() -> None:
     print its connection warnings (a line per retry while a broker is away) on stderr too."""
     import logging
 
-    from streams.logsafe import KAFKA_CLIENT_LOGGER
+    from streams.plumbing.logsafe import KAFKA_CLIENT_LOGGER
 
     for name in ("kafka", KAFKA_CLIENT_LOGGER):
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)
@@ -164,7 +165,7 @@ def _quiet_clients() -> None:
 def _own_parser(command: str, rest: list[str]) -> int:
     _quiet_clients()
     if command == "sink":
-        from streams.sink import main_sink
+        from streams.commands.sink import main_sink
 
         return main_sink(rest)
     try:
@@ -172,7 +173,7 @@ def _own_parser(command: str, rest: list[str]) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from streams.bench import main_bench
+    from streams.bench.measure import main_bench
 
     return main_bench(rest, settings)
 

@@ -10,10 +10,9 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
-if TYPE_CHECKING:
-    from processors.shredding import Keyring
+from processors.shredding import Keyring, KeyringError, new_master_key_text, parse_master_key
 
 
 class SettingsError(ValueError):
@@ -70,7 +69,7 @@ class Settings:
     master_key_file: Path | None = None
     # Who this process is on a secured Kafka (SASL_SSL, SCRAM); empty: PLAINTEXT, no principal.
     # The password and the CA default to what `lifecycle broker start --secure` wrote into the
-    # home (see streams/security.py), so they are looked up when a client is made, not here.
+    # home (see streams/plumbing/security.py), so they are looked up when a client is made, not here.
     kafka_user: str = ""
     kafka_password: str = field(default="", repr=False)
     kafka_credentials: Path | None = None
@@ -179,12 +178,10 @@ class Settings:
             fh.write(fresh + "\n")
         return fresh
 
-    def keyring(self, dev: bool = False, create: bool = True) -> "Keyring":
+    def keyring(self, dev: bool = False, create: bool = True) -> Keyring:
         """The master keyring: ``LIFECYCLE_MASTER_KEY``, else ``LIFECYCLE_MASTER_KEY_FILE``, else
         (only with ``dev``) a development key in ``$LIFECYCLE_HOME/master-key``, created on first
         use unless ``create`` is False."""
-        from processors.shredding import load_keyring
-
         return load_keyring(self.master_key, self.master_key_file, self.home / "master-key" if dev else None, create)
 
     @property
@@ -194,3 +191,35 @@ class Settings:
     @property
     def worker_dir(self) -> Path:
         return self.home / "worker" / self.app_id
+
+
+def load_keyring(env_key: str, key_file: Path | None, dev_file: Path | None, create: bool = True) -> Keyring:
+    """The master keyring from, in order: ``LIFECYCLE_MASTER_KEY`` (one key), a key file (one
+    key a line, the first current), or, in development only, a key file created on first use
+    with owner-only permissions (``create=False``: only one that exists: a reader such as the
+    replay must never mint a key). Without any of them the worker must not start."""
+    if env_key:
+        return Keyring.of(parse_master_key(env_key, "LIFECYCLE_MASTER_KEY"))
+    if key_file is not None:
+        try:
+            return Keyring.from_lines(key_file.read_text(), str(key_file))
+        except OSError as exc:
+            raise KeyringError(f"cannot read the master key file {key_file}: {exc.strerror}") from None
+    if dev_file is None:
+        raise KeyringError(
+            "no master key: set LIFECYCLE_MASTER_KEY (32 bytes, base64) or LIFECYCLE_MASTER_KEY_FILE, "
+            "or run with --dev to use a development key kept in LIFECYCLE_HOME"
+        )
+    if not dev_file.exists():
+        if not create:
+            raise KeyringError(f"no development master key in {dev_file} (LIFECYCLE_HOME): it is made by `lifecycle worker --dev`")
+        dev_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(dev_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            fd = -1  # another process created it first
+        if fd >= 0:
+            with os.fdopen(fd, "w") as fh:
+                fh.write("# development master key, created by lifecycle --dev; not for production\n")
+                fh.write(new_master_key_text() + "\n")
+    return Keyring.from_lines(dev_file.read_text(), str(dev_file))

@@ -4,7 +4,7 @@ Where the broker comes from, first that applies:
 
 1. ``LIFECYCLE_TEST_BOOTSTRAP=host:port`` — a broker you already run;
 2. a Docker engine that answers — an ``apache/kafka`` container (KRaft);
-3. otherwise our own local broker (``streams.broker``) on a free port pair, with its data in a
+3. otherwise our own local broker (``streams.broker.local``) on a free port pair, with its data in a
    temporary home and the jars from the user cache (fetched once with mvn).
 
 The fixture never skips: a machine with Java and Maven can always run the integration tests.
@@ -29,7 +29,7 @@ import pytest
 
 from processors.shredding import new_master_key_text
 from streams.settings import Settings
-from streams.topics import NAMES, ensure_topics
+from streams.plumbing.topics import NAMES, ensure_topics
 
 
 def pytest_report_header() -> str:
@@ -151,7 +151,7 @@ def kafka_bootstrap(
             yield f"{host}:{port}"
         return
 
-    from streams import broker
+    from streams.broker import local as broker
 
     settings = local_broker_settings(tmp_path_factory.mktemp("kafka-home"))
     status = broker.start(settings, progress)
@@ -218,7 +218,7 @@ def secure_kafka(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     carry no principal; ``dataclasses.replace(s, kafka_user=...)`` acts as one, its password
     and the CA found in the broker's home as a user of the local broker would.
     """
-    from streams import broker
+    from streams.broker import local as broker
 
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
 

@@ -27,7 +27,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from schemas import BY_FINGERPRINT, BY_NAME, UPSTREAM_EVENTS
-from streams.codec import MAGIC, encode
+from schemas.codec import MAGIC, encode
 
 SEED = int(os.environ.get("HOSTILE_SEED") or random.randrange(2**32))
 NOW = int(time.time() * 1000)

@@ -1,6 +1,6 @@
 """Access control on the local broker (``lifecycle broker start --secure``), on the real thing.
 
-One secured broker for the module: SASL/SCRAM-SHA-512 over TLS, the ACLs of ``streams/acls.py``.
+One secured broker for the module: SASL/SCRAM-SHA-512 over TLS, the ACLs of ``streams/broker/acls.py``.
 Every principal does what its role needs, and every step outside it is refused: an
 authorization error from the project's readers, producers and admin calls, never an empty
 read (a subscribing kafka-python consumer reads nothing and logs why). A wrong password, a
@@ -40,15 +40,18 @@ from kafka.net.compat import KafkaNetClient
 
 from processors.shredding import new_master_key_text
 from schemas.contract import parse_line
-from streams import acls, broker, fastread, security
-from streams.codec import encode
-from streams.downstream import decoded_events, read_topic
-from streams.replay import live_keys, read_partitions, run_replay
-from streams.runner import spawn_worker, stop_worker, wait_caught_up
+from streams.broker import acls
+from streams.broker import local as broker
+from streams.plumbing import admin, security
+from schemas.codec import encode
+from streams.plumbing.reading import decoded_events, read_topic
+from streams.commands.replay import read_partitions, run_replay
+from streams.plumbing.scan import live_keys
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings, SettingsError
-from streams.sink import SqliteSink, run_sink
-from streams.tls import BROKER_CN, ensure_tls
-from streams.topics import NAMES, ensure_topics
+from streams.commands.sink import SqliteSink, run_sink
+from streams.broker.tls import BROKER_CN, ensure_tls
+from streams.plumbing.topics import NAMES, ensure_topics
 
 from conftest import _free_port_pair
 
@@ -83,7 +86,7 @@ def test_upstream_writes_ingest(secure_kafka: Settings) -> None:
 
 @pytest.mark.integration
 def test_upstream_publishes_lines_with_the_publish_command_library(secure_kafka: Settings) -> None:
-    from streams.publish import publish_lines
+    from streams.plumbing.upstream import publish_lines
 
     report = publish_lines(SAMPLE.read_text().splitlines()[:3], as_(secure_kafka, "upstream"))
     assert report.ok and report.published == 3
@@ -396,8 +399,8 @@ def test_a_secured_home_restarts_secured(
 
 def test_without_a_principal_clients_stay_plaintext() -> None:
     s = Settings()
-    assert security.client_kwargs(s) == {} and fastread.librdkafka_security(s) == {}
-    assert security.check_topic_access(s.bootstrap, "any", {}) is None
+    assert security.client_kwargs(s) == {} and security.librdkafka_security(s) == {}
+    assert admin.check_topic_access(s.bootstrap, "any", {}) is None
 
 
 def test_security_settings_from_the_environment(tmp_path: Path) -> None:
@@ -440,7 +443,7 @@ def test_secure_on_a_home_formatted_open_is_one_clear_line(tmp_path: Path) -> No
 
 def test_compose_runs_the_files_its_secrets_service_writes(tmp_path: Path) -> None:
     """docker-compose.yml cannot run without Docker: at least it must use the files that
-    ``python -m streams.compose`` writes, for the users that own them, with the same
+    ``python -m streams.broker.compose`` writes, for the users that own them, with the same
     access-control config as the broker the tests above run."""
     import re
 
@@ -450,12 +453,12 @@ def test_compose_runs_the_files_its_secrets_service_writes(tmp_path: Path) -> No
     compose = yaml.safe_load((project / "docker-compose.yml").read_text())
     services = compose["services"]
     secrets = services["secrets"]["command"]
-    root = Path(secrets[secrets.index("streams.compose") + 1])
+    root = Path(secrets[secrets.index("streams.broker.compose") + 1])
     client_uid = int(secrets[secrets.index("--client-uid") + 1])
     assert re.search(rf"--uid {client_uid}\b", (project / "Dockerfile").read_text())
     assert services["kafka"]["user"] == secrets[secrets.index("--kafka-uid") + 1]
 
-    from streams.compose import write_bundle
+    from streams.broker.compose import write_bundle
 
     write_bundle(tmp_path)
     used = " ".join(

@@ -18,8 +18,9 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
-from streams import broker, topics
-from streams.broker import BrokerError
+from streams.broker import local as broker
+from streams.plumbing import topics
+from streams.broker.local import BrokerError
 from streams.settings import Settings
 
 from conftest import local_broker_settings

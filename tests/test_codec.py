@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 import schemas
 from schemas import BY_FINGERPRINT, BY_NAME
-from streams import codec
-from streams.codec import MAGIC, CodecError, decode, encode
+from schemas import codec
+from schemas.codec import MAGIC, CodecError, decode, encode
 
 ERASURE_REQUESTED = {
     "type": "ErasureRequested",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from schemas import BY_NAME, DECISION_EVENTS, UPSTREAM_EVENTS
 from schemas.contract import ContractError, looks_like_contact_data, parse_line, validate
-from streams.codec import decode, encode
+from schemas.codec import decode, encode
 
 WHEN = "2026-01-05T10:00:00Z"
 WHEN_MS = 1767607200000

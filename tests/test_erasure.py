@@ -23,11 +23,11 @@ import orjson
 import pytest
 
 from processors.policy import packaged_policy_text
-from streams.downstream import read_entries, read_topic
-from streams.publish import publish_lines
-from streams.runner import spawn_worker, stop_worker, wait_caught_up
+from streams.plumbing.reading import read_entries, read_topic
+from streams.plumbing.upstream import publish_lines
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
-from streams.sink import SqliteSink, run_sink
+from streams.commands.sink import SqliteSink, run_sink
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ def quick(settings: Settings, tmp_path: Path) -> Settings:
         compaction_lag_ms=3_000,
         policy_file=path,
     )
-    from streams.topics import ensure_topics
+    from streams.plumbing.topics import ensure_topics
 
     ensure_topics(fast)
     time.sleep(1.0)  # creation is acknowledged a moment before the topics are served

@@ -25,15 +25,17 @@ import pytest
 from processors import fold as lifecycle
 from processors.policy import load_policy
 from processors.shredding import new_master_key_text
-from streams import broker
-from streams.bench import expected, fill, history
-from streams.codec import decode, encode
-from streams.downstream import latest_by_key, read_topic
-from streams.group import ingest_owners
-from streams.publish import producer
-from streams.runner import spawn_worker, stop_worker, wait_caught_up
+from streams.broker import local as broker
+from processors.messages import downstream_of
+from streams.bench.history import history
+from streams.bench.measure import fill
+from schemas.codec import decode, encode
+from streams.plumbing.reading import latest_by_key, read_topic
+from streams.plumbing.group import ingest_owners
+from streams.plumbing.upstream import producer
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.plumbing.topics import ensure_topics
 
 from conftest import _free_port_pair, bearer, http_get, local_broker_settings
 
@@ -42,7 +44,8 @@ pytestmark = pytest.mark.integration
 
 def _assert_exact(settings: Settings, events: list[dict]) -> int:
     """Downstream and decisions equal the pure fold of ``events``; returns the decision count."""
-    want_records, want_consent, want_decisions = expected(events, load_policy())
+    want = downstream_of(events, load_policy())
+    want_records, want_consent, want_decisions = want.records, want.consent, set(want.decisions)
     got_records = {k: e.value for k, e in latest_by_key(read_topic(settings, "records", timeout_s=60)).items()}
     got_consent = {k: e.value for k, e in latest_by_key(read_topic(settings, "consent", timeout_s=60)).items()}
     assert _diff(got_records, want_records) == []

@@ -21,11 +21,13 @@ import pytest
 
 from processors import fold as lifecycle
 from processors.policy import load_policy
-from streams.bench import expected, fill, history
-from streams.codec import encode
-from streams.downstream import latest_by_key, read_topic
-from streams.replay import run_replay
-from streams.runner import spawn_worker, stop_worker, wait_caught_up
+from processors.messages import downstream_of
+from streams.bench.history import history
+from streams.bench.measure import fill
+from schemas.codec import encode
+from streams.plumbing.reading import latest_by_key, read_topic
+from streams.commands.replay import run_replay
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -57,7 +59,8 @@ def test_worker_killed_at_random_points_ends_exactly_where_the_pure_fold_ends(se
         stop_worker(proc)
     assert kills == KILLS
 
-    want_records, want_consent, want_decisions = expected(events, load_policy())
+    want = downstream_of(events, load_policy())
+    want_records, want_consent, want_decisions = want.records, want.consent, set(want.decisions)
     got_records = {k: e.value for k, e in latest_by_key(read_topic(settings, "records", timeout_s=60)).items()}
     got_consent = {k: e.value for k, e in latest_by_key(read_topic(settings, "consent", timeout_s=60)).items()}
     assert got_records == want_records

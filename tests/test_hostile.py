@@ -50,9 +50,9 @@ from hostile_cases import (
     wire,
 )
 from schemas.contract import parse_line
-from streams.codec import decode
-from streams.downstream import latest_by_key, read_entries, read_topic
-from streams.runner import spawn_worker, stop_worker, wait_caught_up
+from schemas.codec import decode
+from streams.plumbing.reading import latest_by_key, read_entries, read_topic
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration

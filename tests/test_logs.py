@@ -26,8 +26,8 @@ import orjson
 import pytest
 
 from processors.policy import DAY_MS, load_policy
-from streams.downstream import read_topic
-from streams.runner import spawn_worker, stop_worker, wait_caught_up
+from streams.plumbing.reading import read_topic
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration

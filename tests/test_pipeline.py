@@ -17,10 +17,10 @@ import orjson
 import pytest
 
 from processors.policy import DAY_MS
-from streams.codec import encode
-from streams.downstream import read_entries, read_topic
-from streams.publish import publish_lines
-from streams.runner import spawn_worker, stop_worker, wait_caught_up
+from schemas.codec import encode
+from streams.plumbing.reading import read_entries, read_topic
+from streams.plumbing.upstream import publish_lines
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -260,7 +260,7 @@ def test_demo_shows_tombstones_and_rejections(settings: Settings) -> None:
 def raw_send(settings: Settings, events: list[dict]) -> None:
     """Avro messages straight onto ingest, as any upstream producer may write them, bypassing
     ``lifecycle publish`` and its contract check: the guard must hold the line on its own."""
-    from streams.publish import producer
+    from streams.plumbing.upstream import producer
 
     prod = producer(settings)
     try:
@@ -272,7 +272,7 @@ def raw_send(settings: Settings, events: list[dict]) -> None:
 
 
 def test_the_brokers_clock_decides_what_comes_from_the_future(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
-    from streams.topics import describe_configs
+    from streams.plumbing.topics import describe_configs
 
     assert describe_configs(settings, settings.topic("ingest"))["message.timestamp.type"] == "LogAppendTime"
     now = int(time.time() * 1000)

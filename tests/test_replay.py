@@ -24,11 +24,11 @@ from processors.envelope import build
 from processors.fold import Decision, apply, new_state
 from processors.policy import Policy, load_policy
 from schemas import BY_NAME
-from streams.codec import decode, encode
-from streams.downstream import read_topic
-from streams.publish import publish_lines
-from streams.replay import TIMER_DECISIONS, _decode, _encode, audit_partitions
-from streams.runner import spawn_worker, stop_worker, wait_caught_up
+from schemas.codec import decode, encode
+from streams.plumbing.reading import read_topic
+from streams.plumbing.upstream import publish_lines
+from streams.commands.replay import TIMER_DECISIONS, _decode, _encode, audit_partitions
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 
 DAY = 86_400_000
@@ -233,7 +233,7 @@ def test_replay_command_passes_on_the_real_log_and_names_the_tampered_offset(set
 
     from kafka import KafkaProducer
 
-    from streams.topics import ensure_topics
+    from streams.plumbing.topics import ensure_topics
 
     copy_settings = dataclasses.replace(settings, topic_prefix=settings.topic_prefix + "copy.")
     ensure_topics(copy_settings)

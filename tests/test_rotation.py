@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from processors.shredding import new_master_key_text
-from streams.downstream import latest_by_key, read_topic
-from streams.publish import publish_lines
-from streams.runner import spawn_worker, stop_worker, wait_caught_up
+from streams.plumbing.reading import latest_by_key, read_topic
+from streams.plumbing.upstream import publish_lines
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -17,12 +17,12 @@ import pytest
 from processors import envelope
 from processors.fold import Decision, RecordChange, apply, new_state
 from processors.policy import Policy, load_policy
+from streams.settings import load_keyring
 from processors.shredding import (
     KeyCache,
     Keyring,
     KeyringError,
     key_id_for,
-    load_keyring,
     master_key_id,
     new_data_key,
     new_master_key_text,

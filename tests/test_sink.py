@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from streams.codec import encode
-from streams.downstream import decoded_events, read_topic
+from schemas.codec import encode
+from streams.plumbing.reading import decoded_events, read_topic
 from streams.settings import Settings
-from streams.sink import SqliteSink, main_sink, run_sink
+from streams.commands.sink import SqliteSink, main_sink, run_sink
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_770_000_000_000
@@ -195,13 +195,13 @@ def test_sink_applies_upserts_and_tombstones_and_acks_each(
     produce(settings, [*HISTORY, ("records", "s9/r9", garbage, None)])
     db = tmp_path / "crm.db"
 
-    with caplog.at_level(logging.WARNING, logger="streams.sink"), SqliteSink(db) as sink:
+    with caplog.at_level(logging.WARNING, logger="streams.commands.sink"), SqliteSink(db) as sink:
         report = run_sink(settings, sink, "crm-mirror", until_idle=True)
 
     assert (report.upserts, report.deletes, report.acks_sent, report.skipped) == (7, 3, 3, 1)
     assert_live(db)
     assert_acked_once(settings, ["crm-mirror"])
-    skipped = [r.getMessage() for r in caplog.records if r.name == "streams.sink"]
+    skipped = [r.getMessage() for r in caplog.records if r.name == "streams.commands.sink"]
     assert len(skipped) == 1 and "lifecycle.records[" in skipped[0] and "unknown schema fingerprint" in skipped[0]
     assert SECRET not in caplog.text and "s9" not in caplog.text
 
@@ -222,7 +222,7 @@ def test_sink_applies_upserts_and_tombstones_and_acks_each(
 CRASHING_SINK = """
 import os, sys
 from streams.settings import Settings
-from streams.sink import SqliteSink, run_sink
+from streams.commands.sink import SqliteSink, run_sink
 
 where = sys.argv[3]
 
@@ -363,7 +363,7 @@ def test_sigterm_stops_the_command_after_its_batch(settings: Settings, tmp_path:
     produce(settings, HISTORY)
     db = tmp_path / "crm.db"
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
-    code = "import sys; from streams.sink import main_sink; sys.exit(main_sink(sys.argv[1:]))"
+    code = "import sys; from streams.commands.sink import main_sink; sys.exit(main_sink(sys.argv[1:]))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "sqlite", str(db), "--name", "crm-mirror"],
         env=env,

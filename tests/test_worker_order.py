@@ -19,11 +19,12 @@ import pytest
 from processors.envelope import key_of
 from processors.policy import load_policy
 from processors.shredding import Keyring, new_data_key
-from processors.worker import Clock, Worker, changelog_topic
+from streams.plumbing.topics import changelog_topic
+from streams.worker.loop import Worker
 from schemas.contract import parse_line
-from streams.codec import decode, encode
+from schemas.codec import decode, encode
 from streams.settings import Settings
-from streams.topics import partition_for
+from streams.plumbing.topics import partition_for
 
 
 class Recorder:
@@ -81,7 +82,7 @@ class Message:
 @pytest.fixture
 def worker(tmp_path: Path) -> Any:
     settings = dataclasses.replace(Settings.from_env({}), bootstrap="127.0.0.1:1", home=tmp_path, store="memory://")
-    w = Worker(settings, load_policy(), Clock(), Keyring.of(new_data_key()))
+    w = Worker(settings, load_policy(), Keyring.of(new_data_key()))
     w.producer = Recorder()
     w.owned = set(range(settings.partitions))
     w.chain_heads = {p: b"" for p in range(settings.partitions)}
@@ -152,12 +153,10 @@ def test_a_view_asked_while_a_batch_waits_for_the_broker_says_so_instead_of_hang
 
     import orjson
 
-    import processors.worker as worker_module
-    from processors.worker import subject_view
-
+    import streams.worker.loop as worker_module
     worker.process(messages(worker, [line(type="ConsentGiven", event_id="c-1", subject_id="s-1",
                                           occurred_at="2026-03-01T10:00:00Z", source="web", purpose="newsletter")]))  # fmt: skip
-    assert subject_view(worker, "s-1", "consent")[0] == 200  # type: ignore[index]
+    assert worker.view("s-1", "consent")[0] == 200  # type: ignore[index]
     monkeypatch.setattr(worker_module, "VIEW_PATIENCE", 0.2, raising=False)
     held, release = threading.Event(), threading.Event()
 
@@ -171,7 +170,7 @@ def test_a_view_asked_while_a_batch_waits_for_the_broker_says_so_instead_of_hang
     held.wait(5)
     started = time.monotonic()
     try:
-        status, body = subject_view(worker, "s-1", "consent")  # type: ignore[misc]
+        status, body = worker.view("s-1", "consent")  # type: ignore[misc]
     finally:
         release.set()
         thread.join()
@@ -182,8 +181,6 @@ def test_a_view_asked_while_a_batch_waits_for_the_broker_says_so_instead_of_hang
 def test_consent_views_tell_a_silent_subject_from_an_erased_or_unknown_one(worker: Worker) -> None:
     import orjson
 
-    from processors.worker import subject_view
-
     at = "2026-03-01T10:00:00Z"
     worker.process(messages(worker, [
         line(type="DataCollected", event_id="e-1", subject_id="s-quiet", occurred_at=at, source="web", record_id="r-1",
@@ -193,9 +190,9 @@ def test_consent_views_tell_a_silent_subject_from_an_erased_or_unknown_one(worke
         line(type="IdentityVerified", event_id="e-4", subject_id="s-gone", occurred_at=at, source="web", request_id="q-1",
              method="email_link"),
     ]))  # fmt: skip
-    status, body = subject_view(worker, "s-quiet", "consent")  # type: ignore[misc]
+    status, body = worker.view("s-quiet", "consent")  # type: ignore[misc]
     assert status == 200 and orjson.loads(body)["purposes"] == {}  # held, never a word on consent
-    status, body = subject_view(worker, "s-gone", "consent")  # type: ignore[misc]
+    status, body = worker.view("s-gone", "consent")  # type: ignore[misc]
     assert status == 404 and orjson.loads(body)["reason"] == "erased"
-    status, body = subject_view(worker, "s-nobody", "consent")  # type: ignore[misc]
+    status, body = worker.view("s-nobody", "consent")  # type: ignore[misc]
     assert status == 404 and orjson.loads(body)["reason"] == "never_seen"

@@ -21,10 +21,10 @@ import orjson
 import pytest
 
 from processors.shredding import new_master_key_text
-from streams.downstream import read_topic
-from streams.publish import publish_lines
-from streams.replay import run_replay
-from streams.runner import lag, spawn_worker, stop_worker, wait_caught_up
+from streams.plumbing.reading import read_topic
+from streams.plumbing.upstream import publish_lines
+from streams.commands.replay import run_replay
+from streams.worker.processes import lag, spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 
 from conftest import _free_port_pair, bearer, http_get

@@ -44,9 +44,9 @@ from processors.fold import (
 from processors.guard import screen
 from processors.policy import DAY_MS, load_policy
 from schemas.contract import parse_line, record_key
-from streams.downstream import latest_by_key, read_topic
-from streams.publish import publish_lines
-from streams.runner import spawn_worker, stop_worker, wait_caught_up
+from streams.plumbing.reading import latest_by_key, read_topic
+from streams.plumbing.upstream import publish_lines
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 
 from conftest import bearer, http_get
@@ -232,7 +232,7 @@ def read_back(value: Any, key: str = "") -> Any:
     """A view as the CLI printed it, with every instant read back into epoch milliseconds.
 
     The promise is "dates are printed as ISO-8601 UTC": every time field must be such a string
-    (or null). Written independently of ``streams.views.humane`` on purpose, and agnostic of
+    (or null). Written independently of ``streams.plumbing.text.humane`` on purpose, and agnostic of
     how many fraction digits are printed, so it states the promise, not the implementation.
     """
     if isinstance(value, dict):

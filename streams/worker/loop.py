@@ -31,42 +31,41 @@ from __future__ import annotations
 import gc
 import heapq
 import logging
-import signal
 import threading
 import time
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from processors import fold as lifecycle
-from processors.chain import GENESIS, link
+from processors.chain import GENESIS
 from processors.guard import echoable, future_time, screen, wrong_key
-from processors.policy import Policy, load_policy
+from processors.messages import EVENTS, RECORDS, to_messages
+from processors.policy import Policy
 from processors.shredding import SEALED_TYPES, KeyCache, Keyring, Keystore
 from schemas import UPSTREAM_EVENTS
-from schemas.contract import ContractError, is_valid_id, record_key, validate
-from streams.codec import CodecError, decode, encode
-from streams.logsafe import librdkafka_logger
+from schemas.contract import ContractError, is_valid_id, validate
+from schemas.codec import CodecError, decode, encode
+from streams.plumbing.logsafe import librdkafka_logger
 from streams.settings import Settings
-from streams.tables import StateDir, Table, open_store
-from streams.topics import partition_for
+from streams.worker.tables import Table, open_store
+from streams.plumbing.topics import STATE_MAX_BYTES, changelog_topic, partition_for
 
 log = logging.getLogger("lifecycle.worker")
 
-STATE_MAX_BYTES = 16 * 1024 * 1024
-"""The largest subject state the worker can keep (one message on the state changelog)."""
+
+VIEW_PATIENCE = 5.0
+"""How long a view waits for the batch in hand; a batch waiting on an absent broker holds the
+tables for as long as the broker is away, and the caller is better told so than left hanging."""
 
 READY = "worker ready"
 """Logged once the first assignment is recovered: the worker folds from here on."""
 
 
-class Clock:
-    """The one source of "now" for the timer and the data keys' creation times: a worker built
-    in a test may be handed another."""
-
-    def now(self) -> int:
-        return int(time.time() * 1000)
+def now_ms() -> int:
+    """Wall time, for the retention timer and the data keys' creation times."""
+    return int(time.time() * 1000)
 
 
 Where = tuple[str, int, int]  # topic, partition, offset of the message a dead letter is about
@@ -91,10 +90,6 @@ def rejection(reason: str, field: str, event: dict | None, where: Where) -> byte
     return value
 
 
-def changelog_topic(settings: Settings) -> str:
-    return f"{settings.app_id}-subjects-changelog"
-
-
 class DeliveryError(RuntimeError):
     """The broker refused or lost an output: the batch is not committed, the worker stops."""
 
@@ -102,14 +97,13 @@ class DeliveryError(RuntimeError):
 class Worker:
     """One worker process's consumer, producer, tables and timer; ``run`` drives it."""
 
-    def __init__(self, settings: Settings, policy: Policy, clock: Clock, keyring: Keyring) -> None:
+    def __init__(self, settings: Settings, policy: Policy, keyring: Keyring) -> None:
         from confluent_kafka import Consumer, Producer
 
-        from streams.fastread import librdkafka_security
+        from streams.plumbing.security import librdkafka_security
 
         self.settings = settings
         self.policy = policy
-        self.clock = clock
         t = settings.topic
         self.t_ingest, self.t_events, self.t_rejected = t("ingest"), t("events"), t("rejected")
         self.t_records, self.t_consent, self.t_acks, self.t_keys = t("records"), t("consent"), t("acks"), t("keys")
@@ -165,7 +159,7 @@ class Worker:
         # one keystore per partition (a subject's keys live in its partition), one cache
         cache = KeyCache()
         self.keystores = [
-            Keystore(self.keys.at(p), keyring, encode, decode, clock.now, cache) for p in range(settings.partitions)
+            Keystore(self.keys.at(p), keyring, encode, decode, now_ms, cache) for p in range(settings.partitions)
         ]
         self.owned: set[int] = set()
         self.chain_heads: dict[int, bytes] = {}
@@ -231,7 +225,7 @@ class Worker:
         started = time.monotonic()
         for p in mine:
             # a local copy is caught up only at start or when this worker held the partition
-            # moments ago; otherwise it may have missed deletions (streams.tables)
+            # moments ago; otherwise it may have missed deletions (streams.worker.tables)
             trusted = not self.ready or time.monotonic() - self._revoked_at.get(p, -1e9) < 20.0
             for table in (self.subjects, self.keys):
                 start = table.checkpoint(p) if trusted else None
@@ -324,7 +318,7 @@ class Worker:
         """Read a changelog partition from ``start`` to its end into the local table."""
         from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-        from streams.fastread import consumer_config
+        from streams.plumbing.scan import consumer_config
 
         end = self._high(table.changelog, partition)
         if start >= end:
@@ -507,8 +501,8 @@ class Worker:
             self._emit(outputs, p)
 
     def _log_tail_decision(self, p: int) -> bytes:
-        from streams.downstream import last_decision
-        from streams.security import client_kwargs
+        from streams.plumbing.reading import last_decision
+        from streams.plumbing.security import client_kwargs
 
         self._flush_log()
         self._deliver()  # the log's tail must hold what this worker wrote
@@ -522,52 +516,71 @@ class Worker:
         return head
 
     def _emit(self, outputs: list[Any], p: int) -> None:
-        # tombstones caused by an erasure name its request, so a consumer's acknowledgement
-        # of a deletion is matched to the request it completes
-        erasure = next(
-            (o.event["request_id"] for o in outputs if isinstance(o, lifecycle.Decision) and o.event["type"] == "ErasureExecuted"),
-            None,
-        )
-        headers = [("request_id", erasure.encode())] if erasure else None
+        """Send one fold step's messages (``processors.messages``): decisions held for the log
+        in fold order, the rest at once; then destroy the keys the decisions name, once every
+        record of the step was opened."""
+        messages, self.chain_heads[p] = to_messages(outputs, self._chain_head(p), lambda fields: self._open(p, fields))
+        for m in messages:
+            if m.topic == EVENTS:
+                self._log.append((m.key, m.value, p))  # type: ignore[arg-type]
+            else:
+                self._produce(self.t_records if m.topic == RECORDS else self.t_consent, m.key, m.value, headers=m.headers)
         for out in outputs:
-            if isinstance(out, lifecycle.Decision):
-                ev = out.event
-                value = encode({**ev, "chain": link(self._chain_head(p))})
-                assert value is not None
-                self.chain_heads[p] = value
-                self._log.append((ev["subject_id"].encode(), value, p))
-                if self._debug:
-                    log.debug("decided %s %s on partition %d", ev["type"], echoable(ev["event_id"]), p)
-                destroyed = ev.get("keys_destroyed")
-                if destroyed:
-                    self.keystores[p].destroy(destroyed)
-                    self._sealed_now.clear()
-            elif isinstance(out, lifecycle.RecordChange):
-                key = record_key(out.subject_id, out.record_id)
-                if out.value is None:
-                    self._produce(self.t_records, key, None, headers=headers)
-                else:
-                    plain = {**out.value, "fields": self._open(p, out.value["fields"])}
-                    self._produce(self.t_records, key, encode({"type": "Record", **plain}))
-            elif isinstance(out, lifecycle.ConsentChange):
-                key = out.subject_id.encode()
-                if out.value is None:
-                    self._produce(self.t_consent, key, None, headers=headers)
-                else:
-                    self._produce(self.t_consent, key, encode({"type": "ConsentSnapshot", **out.value}))
+            if not isinstance(out, lifecycle.Decision):
+                continue
+            if self._debug:
+                log.debug("decided %s %s on partition %d", out.event["type"], echoable(out.event["event_id"]), p)
+            destroyed = out.event.get("keys_destroyed")
+            if destroyed:
+                self.keystores[p].destroy(destroyed)
+                self._sealed_now.clear()
 
-    def _open(self, p: int, fields: dict[str, str]) -> dict[str, str]:
+    def _open(self, p: int, fields: Mapping[str, str]) -> dict[str, str]:
         known = self._sealed_now
         try:
             return {name: known[value] for name, value in fields.items()}
         except KeyError:  # sealed by an earlier batch
             return self.keystores[p].open(fields)
 
+    # -- the views ------------------------------------------------------------------------
+
+    def view(self, subject_id: str, name: str) -> tuple[int, bytes] | None:
+        """(status, JSON body) of one view of a subject this worker owns; None if it does not.
+
+        Read between two batches (the views' thread shares the loop's lock), waiting at most
+        ``VIEW_PATIENCE`` for the batch in hand. 404 bodies say which it is (``"never_seen"``,
+        ``"erased"``): a subject whose state is held but who never gave consent has a consent
+        view all the same, with no purposes in it."""
+        key = subject_id.encode("utf-8", "surrogatepass")
+        p = self.partition_of(key)
+        if p not in self.owned:
+            return None
+        if not self.lock.acquire(timeout=VIEW_PATIENCE):
+            return 503, orjson.dumps({"error": "the worker is waiting for the broker to acknowledge a batch; try again", "reason": "busy"})
+        try:
+            raw = self.subjects.get(p, key)
+            if not raw:
+                return 404, orjson.dumps({"error": f"no state for subject {subject_id!r}", "reason": "never_seen"})
+            state = orjson.loads(raw)
+            if name == "consent":
+                body: Any = lifecycle.consent_view(state)
+                if body is None and state["status"] == "erased":
+                    return 404, orjson.dumps({"error": f"subject {subject_id!r} was erased", "reason": "erased"})
+                if body is None:  # held, but no consent ever given or withdrawn
+                    body = {"subject_id": subject_id, "purposes": {}, "stopped": {}, "updated_at": None, "caused_by": None}
+            else:
+                body = lifecycle.export(state)
+                for rec in body["records"]:
+                    rec["fields"] = self.keystores[p].open(rec["fields"])
+        finally:
+            self.lock.release()
+        return 200, orjson.dumps(body, option=orjson.OPT_INDENT_2)
+
     # -- the retention timer ----------------------------------------------------------------
 
     def timer(self) -> None:
         """Fold a Tick into every owned subject whose next deadline has passed."""
-        now = self.clock.now()
+        now = now_ms()
         due: list[tuple[int, bytes]] = []
         seen: set[bytes] = set()
         while self.index and _index_due(self.index[0]) <= now:
@@ -656,45 +669,6 @@ class Worker:
             self.store.close()
 
 
-# -- views ------------------------------------------------------------------------------
-
-
-VIEW_PATIENCE = 5.0
-"""How long a view waits for the batch in hand; a batch waiting on an absent broker holds the
-tables for as long as the broker is away, and the caller is better told so than left hanging."""
-
-
-def subject_view(worker: Worker, subject_id: str, name: str) -> tuple[int, bytes] | None:
-    """(status, JSON body) of one view of a subject this worker owns; None if it does not.
-
-    404 bodies say which it is (``"never_seen"``, ``"erased"``): a subject whose state is held
-    but who never gave consent has a consent view all the same, with no purposes in it."""
-    key = subject_id.encode("utf-8", "surrogatepass")
-    p = worker.partition_of(key)
-    if p not in worker.owned:
-        return None
-    if not worker.lock.acquire(timeout=VIEW_PATIENCE):
-        return 503, orjson.dumps({"error": "the worker is waiting for the broker to acknowledge a batch; try again", "reason": "busy"})
-    try:
-        raw = worker.subjects.get(p, key)
-        if not raw:
-            return 404, orjson.dumps({"error": f"no state for subject {subject_id!r}", "reason": "never_seen"})
-        state = orjson.loads(raw)
-        if name == "consent":
-            body: Any = lifecycle.consent_view(state)
-            if body is None and state["status"] == "erased":
-                return 404, orjson.dumps({"error": f"subject {subject_id!r} was erased", "reason": "erased"})
-            if body is None:  # held, but no consent ever given or withdrawn
-                body = {"subject_id": subject_id, "purposes": {}, "stopped": {}, "updated_at": None, "caused_by": None}
-        else:
-            body = lifecycle.export(state)
-            for rec in body["records"]:
-                rec["fields"] = worker.keystores[p].open(rec["fields"])
-    finally:
-        worker.lock.release()
-    return 200, orjson.dumps(body, option=orjson.OPT_INDENT_2)
-
-
 # -- index entries ----------------------------------------------------------------------
 
 _DUE_BYTES = 8
@@ -751,73 +725,4 @@ def _obligation(event: dict, policy: Policy) -> bool:
     return event["type"] == "DataCollected" and policy.is_obligation(event["category"], event["legal_basis"])
 
 
-# -- the process ------------------------------------------------------------------------
-
-
-def ensure_changelog(settings: Settings) -> None:
-    """The subjects changelog, compacted, taking a state up to ``STATE_MAX_BYTES``."""
-    from streams.topics import create_missing
-
-    configs = {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_BYTES)}
-    create_missing(settings, {changelog_topic(settings): configs})
-
-
-def configure_logging(loglevel: str) -> None:
-    from streams.logsafe import hold_payload_loggers
-
-    logging.basicConfig(
-        level=getattr(logging, loglevel.upper(), logging.INFO),
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-    )
-    hold_payload_loggers()  # kafka-python's debug output holds message values
-
-
-def run(settings: Settings | None = None, loglevel: str = "info", dev: bool = False) -> None:
-    """Run a worker in the foreground until SIGINT/SIGTERM, then shut down cleanly.
-
-    Raises ``StateDirBusy`` (another worker on this home), ``ViewsPortBusy`` (the views' port
-    is taken) before anything else happens, and whatever stopped the loop otherwise; only a
-    clean stop marks the local state as trustworthy for the next start (``StateDir``): the
-    local tables are written as each batch is folded, before its offsets are committed, so a
-    worker that died or failed left them ahead of what Kafka holds.
-    """
-    from streams.fastread import librdkafka_security
-    from streams.topics import ensure_topics
-    from streams.views_server import bind
-
-    configure_logging(loglevel)
-    settings = settings or Settings.from_env()
-    state_dir = StateDir(settings.worker_dir)
-    state_dir.claim()
-    clean = False
-    server = None
-    try:
-        server = bind(settings)
-        ensure_topics(settings)
-        ensure_changelog(settings)
-        worker = Worker(settings, load_policy(settings.policy_file), Clock(), settings.keyring(dev=dev))
-        security = librdkafka_security(settings)
-        log.info(
-            "connecting to %s as %s over %s",
-            settings.bootstrap, settings.kafka_user or "(no principal)", security.get("security.protocol", "PLAINTEXT"),
-        )  # fmt: skip
-
-        def stop(signum: int, frame: Any) -> None:
-            worker.stopping = True
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        server.start(worker)
-        try:
-            worker.run()
-        finally:
-            server.shutdown()
-        clean = not worker.failed
-    finally:
-        if server is not None:
-            server.server_close()
-        state_dir.release(clean)
-    log.info("worker stopped")
-
-
-__all__ = ["Clock", "Worker", "READY", "rejection", "run", "subject_view", "STATE_MAX_BYTES"]
+__all__ = ["DeliveryError", "READY", "Worker", "received_at", "rejection"]

@@ -7,14 +7,14 @@ password exposes one role, not the pipeline.
   anything back, not even what they wrote.
 - ``downstream`` consumers see the state they copy (READ ``lifecycle.records`` and
   ``lifecycle.consent``), acknowledge deletions (WRITE ``lifecycle.acks``), and commit their
-  offsets in groups of their own (``<app_id>-sink-*``, see ``streams/sink.py``).
+  offsets in groups of their own (``<app_id>-sink-*``, see ``streams/commands/sink.py``).
 - ``auditor`` replays the log of record: READ ``lifecycle.events``, nothing else.
 - ``worker`` is the pipeline: its input and output topics, ``lifecycle.keys`` (the wrapped
   data keys, which no one else reads or writes), its consumer group and the subjects' state
   changelog it creates, named after the app id (``<app_id>-subjects-changelog``).
 - ``admin`` is a super user in the broker's config (it creates the topics and these ACLs),
   so it needs no entry here.
-- The whole-topic scans of ``streams/fastread.py`` (the replay, ``keys rotate``) run on
+- The whole-topic scans of ``streams/plumbing/scan.py`` (the replay, ``keys rotate``) run on
   librdkafka, which looks up the coordinator of a group it names but never joins: the
   principals that scan (``auditor``, ``worker``) may DESCRIBE that one group, nothing more.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from streams.fastread import SCAN_GROUP  # the replay scans find its coordinator: DESCRIBE only
+from streams.plumbing.scan import SCAN_GROUP  # the replay scans find its coordinator: DESCRIBE only
 from streams.settings import Settings
 
 
@@ -78,13 +78,12 @@ def apply(admin_settings: Settings, wanted: list[Grant] | None = None, timeout: 
         ACLOperation,
         ACLPermissionType,
         ACLResourcePatternType,
-        KafkaAdminClient,
         ResourcePattern,
         ResourcePatternFilter,
         ResourceType,
     )
 
-    from streams.security import client_kwargs
+    from streams.plumbing.admin import admin
 
     wanted = grants(admin_settings) if wanted is None else wanted
     acls = [
@@ -101,24 +100,21 @@ def apply(admin_settings: Settings, wanted: list[Grant] | None = None, timeout: 
         )
         for g in wanted
     ]
-    admin = KafkaAdminClient(
-        bootstrap_servers=admin_settings.bootstrap.split(","), client_id="lifecycle-admin",
-        **client_kwargs(admin_settings),
-    )  # fmt: skip
+    client = admin(admin_settings)
     everything = ACLFilter(
         principal=None, host=None, operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY,
         resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY),
     )  # fmt: skip
     try:
-        result = admin.create_acls(acls)
+        result = client.create_acls(acls)
         failed = result.get("failed") or []  # error classes, one per refused ACL
         if failed:
             raise AclError(f"creating {len(failed)} of {len(acls)} ACLs failed: {failed[0].__name__}")
         deadline = time.monotonic() + timeout
-        while not set(acls) <= set(admin.describe_acls(everything)[0]):
+        while not set(acls) <= set(client.describe_acls(everything)[0]):
             if time.monotonic() > deadline:
                 raise AclError(f"the broker does not enforce the new ACLs within {timeout:.0f} s")
             time.sleep(0.1)
     finally:
-        admin.close()
+        client.close()
     return len(acls)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from streams.logsafe import librdkafka_logger
-from streams.security import check_topic_access, client_kwargs
+from streams.plumbing.logsafe import librdkafka_logger
+from streams.plumbing.admin import check_topic_access
+from streams.plumbing.security import client_kwargs, librdkafka_security
 from streams.settings import Settings
 
 Entry = tuple[int, int, bytes | None]  # offset, Kafka timestamp (ms), value
@@ -20,25 +21,11 @@ Entry = tuple[int, int, bytes | None]  # offset, Kafka timestamp (ms), value
 CLIENT_ID = "lifecycle-replay"
 SCAN_GROUP = f"{CLIENT_ID}-unused"
 """librdkafka wants a group even for assigned partitions; none is joined or committed to, but
-finding its coordinator needs DESCRIBE on it (``streams.acls`` grants that)."""
+finding its coordinator needs DESCRIBE on it (``streams.broker.acls`` grants that)."""
 
 
 class ReadError(RuntimeError):
     """The broker refused a read, or failed one: the message says which topic and why."""
-
-
-def librdkafka_security(settings: Settings) -> dict[str, Any]:
-    """The project's kafka-python security options in librdkafka's words (empty: PLAINTEXT)."""
-    kw = client_kwargs(settings)
-    if not kw:
-        return {}
-    return {
-        "security.protocol": kw["security_protocol"],
-        "sasl.mechanism": kw["sasl_mechanism"],
-        "sasl.username": kw["sasl_plain_username"],
-        "sasl.password": kw["sasl_plain_password"],
-        "ssl.ca.location": kw["ssl_cafile"],
-    }
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
@@ -153,3 +140,9 @@ def _scan(
                 progress(min(done, total), total)
     finally:
         consumer.close()
+
+
+def live_keys(settings: Settings) -> dict[str, bytes]:
+    """key id -> WrappedKey bytes, for every data key ``lifecycle.keys`` still holds."""
+    latest = latest_values(settings, "keys")
+    return {k.decode("utf-8", "replace"): v for k, v in latest.items() if v is not None}

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from streams.plumbing.admin import admin, cluster_admin
 from streams.settings import Settings
 
 INPUTS = ("ingest", "acks")
@@ -62,26 +63,23 @@ class LagProbe:
     """
 
     def __init__(self, settings: Settings) -> None:
-        from kafka import KafkaAdminClient, KafkaConsumer
+        from kafka import KafkaConsumer
 
-        from streams.security import client_kwargs
+        from streams.plumbing.security import client_kwargs
 
         self.settings = settings
         client = client_kwargs(settings)
-        self.admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag", **client)
+        self.admin = admin(settings, "lifecycle-lag")
         self.consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-lag", **client)
         self._groups: Any = None  # a librdkafka admin client, built on first use
 
     def members_holding(self) -> int:
         """How many members of the worker group hold input partitions, once the group has
         settled (0 while it rebalances)."""
-        from confluent_kafka.admin import AdminClient
-
-        from streams.fastread import librdkafka_security
-        from streams.group import ingest_owners
+        from streams.plumbing.group import ingest_owners
 
         if self._groups is None:
-            self._groups = AdminClient({"bootstrap.servers": self.settings.bootstrap, **librdkafka_security(self.settings)})
+            self._groups = cluster_admin(self.settings)
         try:
             stable, members = ingest_owners(self.settings, self._groups)
         except Exception:  # the group or its coordinator does not exist yet

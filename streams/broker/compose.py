@@ -3,11 +3,11 @@
 Why our own files rather than the apache/kafka image's SSL and SASL switches: that image
 formats its storage without SCRAM users and wants Java keystores with their passwords in
 files. Here the broker runs on the same access-control config as ``lifecycle broker start
---secure`` (``streams.broker.security_properties``, covered by ``tests/test_access.py``); only
+--secure`` (``streams.broker.local.security_properties``, covered by ``tests/test_access.py``); only
 the listeners differ: one for the containers (``kafka:19092``), one for the host
 (``localhost:9092``), the controller on ``kafka:29093``.
 
-    python -m streams.compose /etc/lifecycle [--kafka-uid 1000 --client-uid 10001]
+    python -m streams.broker.compose /etc/lifecycle [--kafka-uid 1000 --client-uid 10001]
 
 writes, keeping the CA and the passwords of an earlier run:
 
@@ -24,9 +24,9 @@ import os
 import sys
 from pathlib import Path
 
-from streams import security
-from streams.broker import NODE_ID, Secured, new_cluster_id, scram_args, security_properties, write_argfile
-from streams.tls import ensure_tls
+from streams.plumbing import security
+from streams.broker.local import NODE_ID, Secured, new_cluster_id, scram_args, security_properties, write_argfile
+from streams.broker.tls import ensure_tls
 
 HOST = "kafka"
 INTERNAL_PORT, HOST_PORT, CONTROLLER_PORT = 19092, 9092, 29093
@@ -40,7 +40,7 @@ def server_properties(
 ) -> str:  # fmt: skip
     internal, external, controller = ports
     return f"""\
-# Written by `python -m streams.compose` for docker-compose.yml; rewritten at every `up`.
+# Written by `python -m streams.broker.compose` for docker-compose.yml; rewritten at every `up`.
 process.roles=broker,controller
 node.id={NODE_ID}
 controller.quorum.voters={NODE_ID}@{host}:{controller}
@@ -57,7 +57,7 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-# As in streams/broker.py: tombstones erase within max.compaction.lag.ms plus seconds, and
+# As in streams/broker/local.py: tombstones erase within max.compaction.lag.ms plus seconds, and
 # lifecycle.ingest empties within its retention.ms plus seconds.
 log.cleaner.backoff.ms=5000
 log.retention.check.interval.ms=10000
@@ -102,7 +102,7 @@ def write_bundle(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m streams.compose", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m streams.broker.compose", description=__doc__.split("\n")[0])
     ap.add_argument("root", type=Path)
     ap.add_argument("--kafka-uid", type=int, help="owner of broker/ (the Kafka image's user)")
     ap.add_argument("--client-uid", type=int, help="owner of clients/ (the project image's user)")

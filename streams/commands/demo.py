@@ -14,9 +14,11 @@ from dataclasses import replace
 from importlib import resources
 from typing import IO
 
-from streams.downstream import Entry, read_topic
+from streams.plumbing.reading import Entry, read_topic
+from streams.plumbing.net import free_port, reachable
+from streams.plumbing.topics import delete_prefixed
 from streams.settings import Settings
-from streams.views import iso
+from streams.plumbing.text import iso
 
 
 def sample_path() -> str:
@@ -57,10 +59,10 @@ def _show_consent(entries: list[Entry], out: IO[str]) -> int:
 
 
 def main_demo(base: Settings, keep: bool = False, out: IO[str] = sys.stdout) -> int:
-    from streams import broker
-    from streams.publish import publish_lines
-    from streams.runner import spawn_worker, stop_worker, wait_caught_up
-    from streams.topics import ensure_topics
+    from streams.broker import local as broker
+    from streams.plumbing.upstream import publish_lines
+    from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
+    from streams.plumbing.topics import ensure_topics
 
     run_id = uuid.uuid4().hex[:8]
     port = free_port()  # a worker of the user's may hold LIFECYCLE_WEB_PORT
@@ -124,38 +126,10 @@ def main_demo(base: Settings, keep: bool = False, out: IO[str] = sys.stdout) -> 
             print("stopped the local broker", file=out)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def reachable(bootstrap: str, timeout: float = 1.0) -> bool:
-    """Does anything accept connections at the first bootstrap address?"""
-    import socket
-
-    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
 def _delete_topics(settings: Settings) -> None:
-    from kafka import KafkaAdminClient
-
-    from streams.security import client_kwargs
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-demo", **client_kwargs(settings))
-    try:
-        mine = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix) or t.startswith(settings.app_id)]
-        if mine:
-            admin.delete_topics(mine)
-    except Exception:  # noqa: BLE001 - cleanup is best effort; the demo's result stands
-        pass
-    finally:
-        admin.close()
+    """The demo's topics and its worker's changelog; best effort, the demo's result stands."""
+    for prefix in (settings.topic_prefix, f"{settings.app_id}-"):
+        try:
+            delete_prefixed(settings, prefix)
+        except Exception:  # noqa: BLE001 - a topic left behind is harmless
+            pass

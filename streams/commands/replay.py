@@ -8,7 +8,7 @@ Reads every partition from the beginning to the end offsets it finds at start (o
 ``--until``, by the time Kafka appended each entry), hands them to ``processors.audit`` and
 ``lifecycle.keys`` to the key checks, prints the report, and exits 1 on any mismatch.
 
-The scans use librdkafka (``streams.fastread``: twice kafka-python's rate on the same topic)
+The scans use librdkafka (``streams.plumbing.scan``: twice kafka-python's rate on the same topic)
 with large fetches and no consumer group: the replay is a read-only scan that commits
 nothing and disturbs no one.
 """
@@ -31,8 +31,8 @@ from processors.envelope import ERASED, PREFIX, key_of
 from processors.fold import DECISION_TYPES, export
 from processors.policy import load_policy
 from schemas import BY_NAME
-from streams.codec import CodecError, decode, encode
-from streams.fastread import latest_values, read_all
+from schemas.codec import CodecError, decode, encode
+from streams.plumbing.scan import live_keys, read_all
 from streams.settings import Settings
 
 TIMER_DECISIONS = ("RetentionExpired", "DeadlineMissed")
@@ -47,12 +47,6 @@ def read_partitions(
 ) -> dict[int, list[Entry]]:
     """Every entry of ``lifecycle.<name>`` up to its end offsets at the time of the call."""
     return read_all(settings, name, until_ms, progress)
-
-
-def live_keys(settings: Settings) -> dict[str, bytes]:
-    """key id -> WrappedKey bytes, for every data key ``lifecycle.keys`` still holds."""
-    latest = latest_values(settings, "keys")
-    return {k.decode("utf-8", "replace"): v for k, v in latest.items() if v is not None}
 
 
 def _decode(value: bytes, partition: int, offset: int) -> dict:
@@ -276,8 +270,8 @@ def main_replay(
     from kafka.errors import KafkaError
 
     from processors.shredding import KeyringError
-    from streams.fastread import ReadError
-    from streams.views import humane
+    from streams.plumbing.scan import ReadError
+    from streams.plumbing.text import humane
 
     try:
         until_ms = _parse_until(until)

@@ -9,7 +9,7 @@ Run it against a SQLite file::
 or from Python, with any store that implements :class:`Sink`::
 
     from streams.settings import Settings
-    from streams.sink import SqliteSink, run_sink
+    from streams.commands.sink import SqliteSink, run_sink
 
     with SqliteSink("crm-copy.db") as sink:
         report = run_sink(Settings.from_env(), sink, "crm", until_idle=True)
@@ -55,7 +55,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
 
 from schemas.contract import split_record_key
-from streams.codec import CodecError, decode, encode
+from schemas.codec import CodecError, decode, encode
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -291,7 +291,7 @@ def run_sink(
     # Imported here so that importing this module (for SqliteSink, say) needs no Kafka client.
     from kafka import KafkaConsumer, KafkaProducer
 
-    from streams.security import client_kwargs
+    from streams.plumbing.security import client_kwargs
 
     registered_consumer(settings, name)
     stop = stop or threading.Event()

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from schemas import DECISION_EVENTS
-from streams.codec import CodecError, decode
-from streams.security import check_topic_access, client_kwargs
+from schemas.codec import CodecError, decode
+from streams.plumbing.admin import check_topic_access
+from streams.plumbing.security import client_kwargs
 from streams.settings import Settings
 
 
@@ -43,7 +44,7 @@ def read_entries(
 ) -> list[Entry]:
     """Everything in one topic (any topic, by its full name) up to its current end offsets.
 
-    ``client``: security options (``streams.security.client_kwargs``); none for PLAINTEXT.
+    ``client``: security options (``streams.plumbing.security.client_kwargs``); none for PLAINTEXT.
     A topic hidden from this principal raises TopicAuthorizationFailedError instead of reading
     as empty; one it may see but not read raises as soon as there is something to fetch.
     """

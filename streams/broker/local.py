@@ -17,9 +17,9 @@ The broker listens on 127.0.0.1 only: on the broker port for clients and on the 
 for its controller. It runs detached from the shell that started it.
 
 ``lifecycle broker start --secure`` formats a new home with access control: clients speak
-SASL_SSL (SCRAM-SHA-512) under the principals of ``streams/security.py``, whose random
+SASL_SSL (SCRAM-SHA-512) under the principals of ``streams/plumbing/security.py``, whose random
 passwords go to ``$LIFECYCLE_HOME/kafka-credentials`` (readable by the user only), and the ACLs
-of ``streams/acls.py`` decide what each may do. The CA clients trust is
+of ``streams/broker/acls.py`` decide what each may do. The CA clients trust is
 ``$LIFECYCLE_HOME/broker/tls/ca.pem``. A home formatted that way stays secured at every start.
 """
 
@@ -42,10 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
-from streams import acls, security
+from streams.broker import acls
+from streams.plumbing import security
 from streams.settings import Settings, SettingsError
-from streams.tls import BROKER_CN, TlsFiles, ensure_tls
-from streams.topics import NAMES, ensure_topics
+from streams.broker.tls import BROKER_CN, TlsFiles, ensure_tls
+from streams.plumbing.topics import NAMES, ensure_topics
 
 Progress = Callable[[str], None]
 
@@ -374,7 +375,7 @@ def security_properties(secured: Secured, client_listeners: Sequence[str]) -> st
     broker talks to itself on the first of them as ``admin``. The controller listener cannot
     use SCRAM (KRaft keeps those credentials in the very metadata the controller serves), so
     it takes mutual TLS: only a certificate from our CA gets in, as ``User:CN=<broker>``.
-    Both are super users; everyone else gets exactly the ACLs of ``streams/acls.py``.
+    Both are super users; everyone else gets exactly the ACLs of ``streams/broker/acls.py``.
     """
     jaas = (
         "org.apache.kafka.common.security.scram.ScramLoginModule required "

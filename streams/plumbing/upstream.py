@@ -1,31 +1,34 @@
-"""``lifecycle publish``: JSON lines in, Avro on ``lifecycle.ingest`` out, keyed by subject.
+"""The upstream producer: JSON lines in, Avro on ``lifecycle.ingest`` out, keyed by subject.
 
-A line is published whole or not at all (one line is one Kafka message), and a bad line is
-reported by number and reason without stopping the good lines behind it: one the contract
-refuses, and one the producer refuses (too large for a Kafka message) or cannot deliver. The
-reason never quotes the line: it may hold personal data.
+What ``lifecycle publish`` and the demo publish with, and what an upstream system written in
+Python may call (``publish_lines``). A line is published whole or not at all (one line is one
+Kafka message), and a bad line is reported by number and reason without stopping the good lines
+behind it: one the contract refuses, and one the producer refuses (too large for a Kafka
+message) or cannot deliver. The reason never quotes the line: it may hold personal data.
 
-Delivery has a deadline (``--timeout``, five minutes by default): a broker that is away for a
-while is waited for, and lines sent meanwhile go out when it is back, but a broker that does
-not come back ends the command with the count of what was delivered and what was not, instead
-of a producer waiting for ever. SIGINT and SIGTERM end it the same way, after a short wait for
-what is already in flight. A line counts as published only once the broker acknowledged it.
+Delivery has a deadline (``timeout``): a broker that is away for a while is waited for, and lines
+sent meanwhile go out when it is back, but a broker that does not come back ends the call with
+the count of what was delivered and what was not, instead of a producer waiting for ever. A line
+counts as published only once the broker acknowledged it.
 """
 
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import IO, Any, Iterable
+from typing import Any, Iterable
 
+from schemas.codec import CodecError, encode
 from schemas.contract import ContractError, parse_line
-from streams.codec import CodecError, encode
+from streams.plumbing.security import client_kwargs
 from streams.settings import Settings
 
+
 DEFAULT_TIMEOUT = 300.0
+
+
 GRACE = 5.0
 """How long an interrupted publish still waits for what it already sent."""
 
@@ -38,7 +41,7 @@ class Interrupted(Exception):
     """SIGINT or SIGTERM arrived: stop reading, report what was delivered."""
 
 
-class _Signals:
+class Signals:
     """SIGINT/SIGTERM while lines are read and sent interrupts that (a read of standard input
     may block for ever); once only acknowledgements are awaited, a signal cuts that wait short."""
 
@@ -57,7 +60,7 @@ class _Signals:
         return signal.Signals(self.received[0]).name if self.received else ""
 
 
-_NO_SIGNALS = _Signals()
+NO_SIGNALS = Signals()
 
 
 @dataclass
@@ -80,8 +83,6 @@ def producer(settings: Settings, **overrides: Any) -> Any:
     from kafka import KafkaProducer
     from kafka.errors import KafkaTimeoutError
 
-    from streams.security import client_kwargs
-
     try:
         return KafkaProducer(
             bootstrap_servers=settings.bootstrap.split(","),
@@ -96,7 +97,7 @@ def producer(settings: Settings, **overrides: Any) -> Any:
 
 
 def publish_lines(
-    lines: Iterable[str | bytes], settings: Settings, timeout: float = DEFAULT_TIMEOUT, signals: _Signals = _NO_SIGNALS
+    lines: Iterable[str | bytes], settings: Settings, timeout: float = DEFAULT_TIMEOUT, signals: Signals = NO_SIGNALS
 ) -> PublishReport:
     """Publish every good line; every line is accounted for in the report, whatever happens.
 
@@ -176,7 +177,7 @@ def _close_now(prod: Any) -> None:
         prod._closed = True
 
 
-def _await(prod: Any, sent: list[tuple[int, Any]], deadline: float, signals: _Signals) -> None:
+def _await(prod: Any, sent: list[tuple[int, Any]], deadline: float, signals: Signals) -> None:
     """Wait until everything sent is acknowledged or failed, the deadline passes, or a signal
     (another one, if one stopped the reading) says not to wait any more."""
     from kafka.errors import KafkaTimeoutError
@@ -201,55 +202,3 @@ def _not_sent(exc: Exception, value: bytes | None) -> str:
     if isinstance(exc, MessageSizeTooLargeError):
         return f"too large to publish: {len(value or b''):,} bytes as Avro, more than a Kafka message may hold"
     return f"not published: {type(exc).__name__}"
-
-
-def summary(report: PublishReport, settings: Settings, timeout: float) -> str:
-    line = f"published {report.published} events to {settings.topic('ingest')}"
-    if report.bad:
-        line += f", {len(report.bad)} bad lines"
-    if report.failed:
-        line += f", {len(report.failed)} lines not published"
-    missing = report.undelivered + report.unsent
-    if missing:
-        why = f"interrupted by {report.interrupted}" if report.interrupted else (
-            f"no acknowledgement within {timeout:.0f} s: is the broker at {settings.bootstrap} up? (--timeout)"
-        )  # fmt: skip
-        line += f", {missing} lines not delivered ({why})"
-    elif report.interrupted:
-        line += f"; interrupted by {report.interrupted}, the rest of the input was not read"
-    return line
-
-
-def main_publish(
-    path: str, settings: Settings, timeout: float = DEFAULT_TIMEOUT, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
-) -> int:
-    """0 when every line was published; 1 when a line was bad or not delivered; 2 when nothing
-    could be (no file, no broker); 128 + the signal's number when interrupted."""
-    signals = _Signals()
-    previous = {sig: signal.signal(sig, signals) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        try:
-            if path == "-":
-                report = publish_lines(sys.stdin.buffer, settings, timeout, signals)
-            else:
-                with open(path, "rb") as fh:
-                    report = publish_lines(fh, settings, timeout, signals)
-        except OSError as exc:
-            print(f"error: cannot read {path}: {exc.strerror}", file=err)
-            return 2
-        except PublishError as exc:
-            print(f"error: {exc}", file=err)
-            return 2
-        except Interrupted as exc:  # before anything was sent (while connecting)
-            print(f"published 0 events to {settings.topic('ingest')}; interrupted by {exc}", file=out)
-            return 128 + signals.received[0]
-    finally:
-        signals.reading = False
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    for number, reason in sorted(report.bad + report.failed):
-        print(f"line {number}: {reason}", file=err)
-    print(summary(report, settings, timeout), file=out)
-    if report.interrupted:
-        return 128 + signals.received[0]
-    return 0 if report.ok else 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from streams.plumbing.admin import cluster_admin
 from streams.settings import Settings
 
 
@@ -19,12 +20,9 @@ def ingest_owners(settings: Settings, admin: Any = None) -> tuple[bool, list[tup
     Raises what librdkafka raises when the group or its coordinator cannot be described.
     """
     from confluent_kafka import ConsumerGroupState
-    from confluent_kafka.admin import AdminClient
-
-    from streams.fastread import librdkafka_security
 
     if admin is None:
-        admin = AdminClient({"bootstrap.servers": settings.bootstrap, **librdkafka_security(settings)})
+        admin = cluster_admin(settings)
     group = admin.describe_consumer_groups([settings.app_id], request_timeout=10)[settings.app_id].result()
     ingest = settings.topic("ingest")
     members = []

@@ -1,7 +1,7 @@
 """Who a client is on a secured Kafka: the one place that turns settings into client options.
 
 Why one place: every client (kafka-python's producers, consumers and admin clients, and the
-librdkafka clients of the worker and the replay, see ``streams.fastread``) must agree on the protocol, the mechanism, the principal and the CA. A client built
+librdkafka clients of the worker and the replay, see ``streams.plumbing.scan``) must agree on the protocol, the mechanism, the principal and the CA. A client built
 without them falls back to PLAINTEXT, which a TLS port answers with silence, so a forgotten
 option looks like a dead broker.
 
@@ -30,7 +30,7 @@ MECHANISM = "SCRAM-SHA-512"
 ADMIN = "admin"
 PRINCIPALS = (ADMIN, "worker", "upstream", "downstream", "auditor")
 """``admin`` is the broker's own principal and a super user; what the others may do is in
-``streams/acls.py``."""
+``streams/broker/acls.py``."""
 
 
 def credentials_path(settings: Settings) -> Path:
@@ -125,23 +125,15 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=_ca(settings))
 
 
-def check_topic_access(bootstrap: str, topic: str, client: dict[str, Any]) -> None:
-    """Raise TopicAuthorizationFailedError when this principal may not see ``topic``.
-
-    Why: Kafka hides a topic from a principal without DESCRIBE on it, so a consumer finds no
-    partitions, exactly as for a missing topic. Reading "nothing" there must not pass for an
-    empty topic (a replay would take every data key for destroyed), so a secured reader that
-    found no partitions asks which it is. Nothing to ask on PLAINTEXT: there are no ACLs.
-    """
-    if not client:
-        return
-    from kafka.admin import KafkaAdminClient
-    from kafka.errors import TopicAuthorizationFailedError
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="lifecycle-access", **client)
-    try:
-        described = admin.describe_topics([topic])
-    finally:
-        admin.close()
-    if any(t.get("error_code") == TopicAuthorizationFailedError.errno for t in described):
-        raise TopicAuthorizationFailedError(topic)
+def librdkafka_security(settings: Settings) -> dict[str, Any]:
+    """The project's kafka-python security options in librdkafka's words (empty: PLAINTEXT)."""
+    kw = client_kwargs(settings)
+    if not kw:
+        return {}
+    return {
+        "security.protocol": kw["security_protocol"],
+        "sasl.mechanism": kw["sasl_mechanism"],
+        "sasl.username": kw["sasl_plain_username"],
+        "sasl.password": kw["sasl_plain_password"],
+        "ssl.ca.location": kw["ssl_cafile"],
+    }

@@ -17,7 +17,7 @@ goes to stderr. What each figure is:
   downstream consumer reading its tombstone, while the pipeline is fed at half its measured
   rate;
 - replay: ``lifecycle replay`` over the log the pipeline wrote;
-- fold: the pure fold on one core, no broker (``processors.fold_bench``);
+- fold: the pure fold on one core, no broker (``streams.bench.fold``);
 - codec: our Avro codec beside the ``avro`` package and orjson on the same records;
 - memory: peak RSS of a worker (RocksDB store) recovering a table of N subjects;
 - correct: the downstream topics after the pipeline run equal what the pure fold computes
@@ -42,18 +42,16 @@ from typing import IO, Any
 import orjson
 
 from processors import fold as lifecycle
-from processors.fold_bench import build_history
-from processors.fold_bench import run as fold_run
-from processors.guard import screen
+from processors.messages import downstream_of
+from streams.bench.history import history
+from streams.bench.fold import run as fold_run
 from processors.policy import Policy, load_policy
 from processors.shredding import new_master_key_text
-from schemas.contract import ContractError, record_key, validate
-from streams.codec import decode, encode
-from streams.demo import free_port
-from streams.security import client_kwargs
+from schemas.contract import ContractError, validate
+from schemas.codec import decode, encode
+from streams.plumbing.net import free_port, reachable
+from streams.plumbing.security import client_kwargs
 from streams.settings import Settings
-
-CARD = "4111 1111 1111 1111"
 
 
 def _say(line: str) -> None:
@@ -61,46 +59,6 @@ def _say(line: str) -> None:
 
 
 # -- the input --------------------------------------------------------------------------
-
-
-def history(n_events: int, n_subjects: int, seed: int) -> list[dict]:
-    """The realistic mix of the fold benchmark as upstream events (no timer ticks), with one
-    collection in a hundred carrying a card number, which the guard must refuse."""
-    out = []
-    for i, e in enumerate(build_history(n_events, n_subjects, seed)):
-        if e["type"] == "Tick":
-            continue
-        if e["type"] == "DataCollected" and i % 100 == 7:
-            e = {**e, "fields": {**e["fields"], "note": f"pay with {CARD}"}}
-        out.append(e)
-    return out
-
-
-def expected(events: list[dict], policy: Policy) -> tuple[dict[bytes, bytes | None], dict[bytes, bytes | None], set[str]]:
-    """What the pure guard and fold make of ``events``: last record and consent value per
-    key (encoded as on the wire, None for a tombstone), and the decision ids."""
-    states: dict[str, dict] = {}
-    records: dict[bytes, bytes | None] = {}
-    consent: dict[bytes, bytes | None] = {}
-    decisions: set[str] = set()
-    for raw in events:
-        try:
-            event = validate(raw)
-        except ContractError:
-            continue
-        if screen(event, policy) is not None:
-            continue
-        state = states.setdefault(event["subject_id"], lifecycle.new_state(event["subject_id"]))
-        for out in lifecycle.apply(state, event, event["occurred_at"], policy)[1]:
-            if isinstance(out, lifecycle.RecordChange):
-                records[record_key(out.subject_id, out.record_id)] = (
-                    None if out.value is None else encode({"type": "Record", **out.value})
-                )
-            elif isinstance(out, lifecycle.ConsentChange):
-                consent[out.subject_id.encode()] = None if out.value is None else encode({"type": "ConsentSnapshot", **out.value})
-            else:
-                decisions.add(out.event["event_id"])
-    return records, consent, decisions
 
 
 # -- plumbing ---------------------------------------------------------------------------
@@ -133,7 +91,7 @@ def _fill_at_once(settings: Settings, name: str, values: list[tuple[bytes, bytes
     measured pipeline run, which must not share the machine with a slow producer for long."""
     from confluent_kafka import Producer
 
-    from streams.fastread import librdkafka_security
+    from streams.plumbing.security import librdkafka_security
 
     producer = Producer(
         {
@@ -175,7 +133,7 @@ def consume_rate(settings: Settings, name: str) -> tuple[float, int]:
 
 def _workers(settings: Settings, count: int, logs: Path) -> list[Any]:
     """``count`` worker processes with homes and web ports of their own, started together."""
-    from streams.runner import spawn_worker
+    from streams.worker.processes import spawn_worker
 
     procs = []
     for i in range(count):
@@ -212,7 +170,7 @@ def pipeline_rate(
     second). In a run of a few seconds that start-up would be a third of the figure, which is
     meant to say how much traffic a running group keeps up with.
     """
-    from streams.runner import LagProbe, stop_worker
+    from streams.worker.processes import LagProbe, stop_worker
 
     procs = _workers(settings, workers, logs)
     lag = LagProbe(settings)
@@ -251,9 +209,10 @@ def pipeline_rate(
 
 
 def check_correct(settings: Settings, events: list[dict], policy: Policy) -> tuple[bool, dict[str, int]]:
-    from streams.downstream import latest_by_key, read_topic
+    from streams.plumbing.reading import latest_by_key, read_topic
 
-    want_records, want_consent, want_decisions = expected(events, policy)
+    want = downstream_of(events, policy)
+    want_records, want_consent, want_decisions = want.records, want.consent, set(want.decisions)
     got_records = {k: e.value for k, e in latest_by_key(read_topic(settings, "records", timeout_s=120)).items()}
     got_consent = {k: e.value for k, e in latest_by_key(read_topic(settings, "consent", timeout_s=120)).items()}
     got_decisions = set()
@@ -274,7 +233,7 @@ def erasure_latency(settings: Settings, rate: float, seconds: float, n_subjects:
     the latency (s) of each erasure, from its IdentityVerified to its first tombstone read."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from streams.runner import stop_worker, wait_caught_up
+    from streams.worker.processes import stop_worker, wait_caught_up
 
     feed = history(int(rate * seconds) + 1000, n_subjects, seed=23)
     published: dict[str, float] = {}
@@ -391,7 +350,7 @@ def codec_rates(events: list[dict], seconds: float = 1.0) -> dict[str, float]:
 def memory(settings: Settings, subjects: int, logs: Path, timeout: float) -> float:
     """Peak RSS (MB) of a worker that recovered a subjects table of ``subjects`` states into
     RocksDB: the changelog is filled directly with realistic states, then a worker starts."""
-    from streams.runner import spawn_worker, stop_worker
+    from streams.worker.processes import spawn_worker, stop_worker
 
     policy = load_policy(settings.policy_file)
     events = history(6 * 200, 200, seed=5)
@@ -404,7 +363,9 @@ def memory(settings: Settings, subjects: int, logs: Path, timeout: float) -> flo
         state = states.setdefault(event["subject_id"], lifecycle.new_state(event["subject_id"]))
         lifecycle.apply(state, event, event["occurred_at"], policy)
     templates = [orjson.dumps(s) for s in states.values()]
-    from processors.worker import READY, changelog_topic, ensure_changelog
+    from streams.plumbing.topics import changelog_topic
+    from streams.worker.loop import READY
+    from streams.worker.main import ensure_changelog
 
     changelog = changelog_topic(settings)
     ensure_changelog(settings)
@@ -459,7 +420,7 @@ QUICK = Sizes(events=1_500, subjects=400, latency_seconds=4.0, memory_subjects=5
 
 def run(base: Settings, sizes: Sizes, workdir: Path) -> dict[str, Any]:
     """Every measurement on topics of its own, deleted at the end (some 200 partitions a run)."""
-    from streams.topics import delete_prefixed
+    from streams.plumbing.topics import delete_prefixed
 
     tag = uuid.uuid4().hex[:6]
     try:
@@ -474,7 +435,7 @@ def run(base: Settings, sizes: Sizes, workdir: Path) -> dict[str, Any]:
 
 
 def _measure(base: Settings, sizes: Sizes, workdir: Path, tag: str) -> dict[str, Any]:
-    from streams.broker import running_pid
+    from streams.broker.local import running_pid
 
     policy = load_policy(base.policy_file)
     key = base.master_key or new_master_key_text()
@@ -490,7 +451,7 @@ def _measure(base: Settings, sizes: Sizes, workdir: Path, tag: str) -> dict[str,
             store="rocksdb://",
             timer_interval=3600.0,  # no retention wake-up mid-run: the pure fold takes none either
         )
-        from streams.topics import ensure_topics
+        from streams.plumbing.topics import ensure_topics
 
         ensure_topics(s)
         time.sleep(0.5)
@@ -522,7 +483,7 @@ def _measure(base: Settings, sizes: Sizes, workdir: Path, tag: str) -> dict[str,
         if count == 1:
             _say("bench: checking the downstream topics against the pure fold ...")
             out["correct"], out["wrong"] = check_correct(s, events, policy)
-            from streams.replay import run_replay
+            from streams.commands.replay import run_replay
 
             _say("bench: replay of the pipeline's log ...")
             report, _ = run_replay(s)
@@ -618,9 +579,7 @@ def main_bench(argv: list[str], base: Settings, out: IO[str] = sys.stdout) -> in
             "latency_seconds": args.latency_seconds, "memory_subjects": args.memory_subjects,
         }.items() if v is not None},
     )  # fmt: skip
-    from streams import broker
-    from streams.demo import reachable
-
+    from streams.broker import local as broker
     started = False
     if not reachable(base.bootstrap):
         _say("bench: starting the local broker ...")

@@ -27,7 +27,7 @@ log = logging.getLogger("lifecycle.tables")
 
 CHECKPOINT_MAX_AGE_MS = 30_000
 """A local copy older than this is rebuilt, not caught up: compaction removes a changelog's
-tombstones ``delete.retention.ms`` after they were cleaned (a minute, ``streams.topics``), and
+tombstones ``delete.retention.ms`` after they were cleaned (a minute, ``streams.plumbing.topics``), and
 a deletion missed that way would bring a destroyed data key or an erased state back. So a
 worker restarted at once, or keeping its partitions through a rebalance, reads only what
 changed; any other takes the whole (compacted) changelog."""
@@ -60,7 +60,7 @@ class LocalStore:
         path.mkdir(parents=True, exist_ok=True)
         self._rocks = Rdict(str(path), opts)
         # no write-ahead log: the changelog topics are this store's log. A worker that dies
-        # leaves its store to be thrown away and rebuilt from them (processors.worker), and a
+        # leaves its store to be thrown away and rebuilt from them (streams.worker.loop), and a
         # clean stop flushes the memtables to disk before closing
         writes = WriteOptions()
         writes.disable_wal = True

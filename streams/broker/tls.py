@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from streams.security import write_private
+from streams.plumbing.security import write_private
 
 BROKER_CN = "lifecycle-broker"
 """The broker's principal on the controller listener: ``User:CN=lifecycle-broker``."""

@@ -15,8 +15,9 @@ Why each setting:
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
+from streams.plumbing.admin import cluster_admin, opened
 from streams.settings import Settings
 
 NAMES = ("ingest", "events", "rejected", "records", "consent", "keys", "acks")
@@ -52,6 +53,20 @@ def configs(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
+STATE_MAX_BYTES = 16 * 1024 * 1024
+"""The largest subject state the worker can keep: one message on its state changelog."""
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The worker's state changelog (one per app id): the truth of its subjects table."""
+    return f"{settings.app_id}-subjects-changelog"
+
+
+def changelog_config() -> dict[str, str]:
+    """Compacted, taking a state up to ``STATE_MAX_BYTES``."""
+    return {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_BYTES)}
+
+
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition of a keyed message as the Java client and kafka-python choose it (murmur2).
 
@@ -74,8 +89,7 @@ def create_missing(settings: Settings, topics: dict[str, dict[str, str]]) -> lis
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = _admin(settings)
-    try:
+    with opened(settings) as admin:
         existing = set(admin.list_topics())
         new = [NewTopic(name, settings.partitions, 1, topic_configs=conf) for name, conf in topics.items() if name not in existing]
         if new:
@@ -84,38 +98,23 @@ def create_missing(settings: Settings, topics: dict[str, dict[str, str]]) -> lis
             except TopicAlreadyExistsError:
                 pass  # another process won the race; the topic is there, which is all we need
         return [t.name for t in new]
-    finally:
-        admin.close()
 
 
 def delete_prefixed(settings: Settings, prefix: str) -> list[str]:
     """Delete every topic whose name starts with ``prefix``; returns the names deleted. For
     scratch topics (the benchmark's), which would otherwise pile up on the user's broker."""
-    admin = _admin(settings)
-    try:
+    with opened(settings) as admin:
         doomed = sorted(t for t in admin.list_topics() if t.startswith(prefix))
         if doomed:
             admin.delete_topics(doomed, timeout_ms=30_000)
         return doomed
-    finally:
-        admin.close()
-
-
-def _admin(settings: Settings) -> Any:
-    from kafka.admin import KafkaAdminClient
-
-    from streams.security import client_kwargs
-
-    return KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="lifecycle-admin", **client_kwargs(settings))
 
 
 def describe_configs(settings: Settings, topic: str) -> dict[str, str]:
     """The live configuration of one topic (every key, defaults included), as the broker has it."""
-    from confluent_kafka.admin import AdminClient, ConfigResource
+    from confluent_kafka.admin import ConfigResource
 
-    from streams.fastread import librdkafka_security
-
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap, **librdkafka_security(settings)})
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    entries = admin.describe_configs([resource], request_timeout=30)[resource].result(timeout=30)
+    client = cluster_admin(settings)  # kept referenced until the answer is in: its handle serves the future
+    entries = client.describe_configs([resource], request_timeout=30)[resource].result(timeout=30)
     return {name: entry.value for name, entry in entries.items()}

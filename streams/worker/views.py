@@ -20,14 +20,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import orjson
 
+from streams.plumbing.group import ingest_owners
 from streams.settings import Settings
 
-if TYPE_CHECKING:
-    from processors.worker import Worker
+Answer = Callable[[str, str], "tuple[int, bytes] | None"]
+"""(subject, view) -> (status, JSON body) from this worker's tables, or None: not its subject."""
+PartitionOf = Callable[[bytes], int]
 
 log = logging.getLogger("lifecycle.views")
 
@@ -37,8 +39,6 @@ CLIENT_PREFIX = "lifecycle-worker "
 
 def owner_url(settings: Settings, partition: int) -> str | None:
     """The views URL of the group member that owns ``partition`` of ``lifecycle.ingest``."""
-    from streams.group import ingest_owners
-
     for client_id, held in ingest_owners(settings)[1]:
         if partition in held and client_id.startswith(CLIENT_PREFIX):
             return client_id[len(CLIENT_PREFIX) :]
@@ -51,19 +51,19 @@ class ViewsPortBusy(RuntimeError):
 
 class ViewsServer(ThreadingHTTPServer):
     """The views' server, bound before the worker exists (so a taken port fails the start in
-    one line, before the worker joins its group) and serving once ``start`` hands it one."""
+    one line, before the worker joins its group) and serving once ``start`` hands it the
+    worker's answers: it knows nothing of the worker but these two functions."""
 
-    worker: "Worker | None" = None
+    answer: Answer | None = None
+    partition_of: PartitionOf | None = None
 
-    def start(self, worker: "Worker") -> None:
-        self.worker = worker
+    def start(self, answer: Answer, partition_of: PartitionOf) -> None:
+        self.answer, self.partition_of = answer, partition_of
         threading.Thread(target=self.serve_forever, name="views", daemon=True).start()
 
 
 def bind(settings: Settings) -> ViewsServer:
     """The views' server on ``settings.web_port`` (loopback), bound, not serving yet."""
-    from processors.worker import subject_view
-
     expected = f"Bearer {settings.token()}".encode()
 
     class Handler(BaseHTTPRequestHandler):
@@ -90,10 +90,9 @@ def bind(settings: Settings) -> ViewsServer:
                 self._send(404, orjson.dumps({"error": "no such view"}))
                 return
             subject = urllib.parse.unquote(parts[2])
-            worker = server.worker
-            assert worker is not None  # serve_forever runs only once start() set it
+            assert server.answer is not None  # serve_forever runs only once start() set it
             try:
-                answer = subject_view(worker, subject, parts[3])
+                answer = server.answer(subject, parts[3])
                 if answer is None:
                     answer = self._from_owner(subject, header)
             except Exception as exc:  # noqa: BLE001 - the view fails, the worker does not
@@ -102,8 +101,8 @@ def bind(settings: Settings) -> ViewsServer:
             self._send(*answer)
 
         def _from_owner(self, subject: str, header: str) -> tuple[int, bytes]:
-            assert server.worker is not None
-            url = owner_url(settings, server.worker.partition_of(subject.encode("utf-8", "surrogatepass")))
+            assert server.partition_of is not None
+            url = owner_url(settings, server.partition_of(subject.encode("utf-8", "surrogatepass")))
             if url is None:
                 return 503, orjson.dumps({"error": "no worker owns this subject's partition yet; try again"})
             if url.rstrip("/") == settings.worker_url.rstrip("/"):

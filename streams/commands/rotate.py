@@ -16,21 +16,17 @@ import sys
 from typing import IO
 
 from processors.shredding import KeyringError
-from streams.codec import decode, encode
-from streams.security import client_kwargs
+from schemas.codec import decode, encode
+from streams.plumbing.admin import opened
+from streams.plumbing.security import client_kwargs
 from streams.settings import Settings
-from streams.topics import partition_for
+from streams.plumbing.topics import partition_for
 
 
 def workers_running(settings: Settings) -> int:
     """Members of the worker's consumer group right now."""
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="lifecycle-rotate", **client_kwargs(settings))
-    try:
+    with opened(settings, "lifecycle-rotate") as admin:
         described = admin.describe_groups([settings.app_id])
-    finally:
-        admin.close()
     return len(described.get(settings.app_id, {}).get("members") or [])  # {group_id: {...}} since 3.0.12
 
 
@@ -38,7 +34,7 @@ def rotate(settings: Settings, dev: bool = False) -> tuple[int, int]:
     """(re-wrapped, already current). Raises KeyringError when a key does not open."""
     from kafka import KafkaProducer
 
-    from streams.replay import live_keys
+    from streams.plumbing.scan import live_keys
 
     ring = settings.keyring(dev=dev)
     keys = live_keys(settings)
