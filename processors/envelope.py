@@ -13,7 +13,7 @@ the pure fold can ask which keys a record depends on (``key_of``) without import
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 
 PREFIX = "enc1:"
@@ -80,9 +80,3 @@ def keys_of(fields: Mapping[str, str] | None) -> set[str]:
                 out.add(k)
     return out
 
-
-def keys_of_all(maps: Iterable[Mapping[str, str] | None]) -> set[str]:
-    out: set[str] = set()
-    for fields in maps:
-        out |= keys_of(fields)
-    return out

@@ -47,20 +47,15 @@ from typing import Any, Callable, NamedTuple, Union
 
 from processors.envelope import keys_of
 from processors.policy import DAY_MS, Policy, add_months, month_table
+from schemas import DECISION_EVENTS
 
 SOURCE = "lifecycle"
 TIMER = "timer"
 
-DECISION_TYPES = frozenset(
-    {
-        "RetentionExpired",
-        "ErasureExecuted",
-        "RequestRejected",
-        "RequestFulfilled",
-        "DeadlineMissed",
-        "ErasureCompleted",
-    }
-)
+DECISION_TYPES = frozenset(DECISION_EVENTS)
+"""The decision events (``schemas.DECISION_EVENTS``): the fold's own, read back as taken."""
+TIMER_DECISIONS = ("RetentionExpired", "DeadlineMissed")
+"""The decisions a Tick can take (and so the ones whose ``caused_by`` may say ``timer@...``)."""
 
 #: upstream request event type -> the request type recorded in state and in RequestFulfilled
 REQUEST_TYPES = {

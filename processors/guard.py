@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from schemas.contract import ENUMS, UPSTREAM_EVENTS, looks_like_contact_data
+from schemas.contract import ENUMS, UPSTREAM_EVENTS, is_plain_name, looks_like_contact_data
 
 __all__ = [
     "MAX_SEALED_BYTES",
@@ -363,16 +363,12 @@ def contains_iban(text: str) -> bool:
 
 # --- the screen -----------------------------------------------------------------------------
 
-# A plain identifier with few digits: a name, not a number someone typed into the key.
-_LABEL = re.compile(r"(?!(?:\D*\d){7})[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
-
-
 def _label(parent: str, key: object) -> str:
     """``fields.<name>`` when the name, or its folded form, is a plain identifier; a name that
     is anything else may be data itself, so then only the parent is named."""
     if isinstance(key, str):
         for name in (key, fold_name(key)):  # a disguised name is reported as folded
-            if _LABEL.fullmatch(name):
+            if is_plain_name(name):
                 return f"{parent}.{name}" if parent else name
     return parent or "?"
 
@@ -558,7 +554,7 @@ def _oversized(event: Mapping[str, Any]) -> str:
     if sum(sizes.values()) <= MAX_SEALED_BYTES:
         return ""
     name = max(sizes, key=sizes.__getitem__)
-    return name if _LABEL.fullmatch(name) else "?"
+    return name if is_plain_name(name) else "?"
 
 
 # --- what a dead letter or a log line may repeat ----------------------------------------------

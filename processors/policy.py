@@ -23,10 +23,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-LEGAL_BASES = ("consent", "contract", "legitimate_interest", "legal_obligation")
+from schemas.contract import CATEGORIES, LEGAL_BASES
+
 FORBIDDEN_KINDS = ("profiling", "automated_decision", "sale")
 CONSUMER_ROLES = ("processor", "controller")
-RECORD_CATEGORIES = ("contact", "billing", "employment", "analytics", "third_party")
 
 DAY_MS = 86_400_000
 
@@ -229,11 +229,8 @@ class Policy:
 
     # ---- lookups the fold and the export use ------------------------------------------
 
-    def field_category(self, field_name: str) -> str | None:
-        """The Fides category of a field name (forbidden or not), else None."""
-        return self.fields.get(normalize_field_name(field_name))
-
     def is_forbidden_category(self, fides_category: str) -> bool:
+        """Whether a Fides data category lies in a forbidden subtree (``[forbidden]``)."""
         return _in_subtrees(fides_category, self.forbidden_categories)
 
     def is_obligation(self, category: str, legal_basis: str) -> bool:
@@ -402,7 +399,7 @@ def _build(doc: dict[str, Any]) -> Policy:
         description = c.text("description", required=False) or ""
         c.done()
         categories[cname] = RecordCategory(cname, dc, False, description)
-    missing = [c for c in RECORD_CATEGORIES if c not in categories]
+    missing = [c for c in CATEGORIES if c not in categories]
     if missing:
         raise PolicyError(f"categories.{missing[0]}: missing")
     for i, oc in enumerate(obligation_list):

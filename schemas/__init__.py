@@ -90,21 +90,12 @@ class Schema:
     """N of a superseded ``<Name>.vN.avsc``; None for the current schema."""
 
     @property
-    def fullname(self) -> str:
-        return f"{NAMESPACE}.{self.name}"
-
-    @property
     def fields(self) -> tuple[dict[str, Any], ...]:
         return tuple(self.parsed["fields"])
 
     @property
     def field_names(self) -> tuple[str, ...]:
         return tuple(f["name"] for f in self.parsed["fields"])
-
-    @property
-    def required(self) -> frozenset[str]:
-        """Fields without a default: a message cannot be written without them."""
-        return frozenset(f["name"] for f in self.parsed["fields"] if "default" not in f)
 
     @property
     def defaults(self) -> Mapping[str, Any]:
@@ -221,11 +212,6 @@ BY_NAME: Mapping[str, Schema] = REGISTRY.by_name
 BY_FINGERPRINT: Mapping[bytes, Schema] = REGISTRY.by_fingerprint
 
 
-def get(name: str) -> Schema:
-    """The current schema of a record type; ``KeyError`` when there is none."""
-    return BY_NAME[name]
-
-
 __all__ = [
     "BY_FINGERPRINT",
     "BY_NAME",
@@ -238,6 +224,5 @@ __all__ = [
     "Registry",
     "Schema",
     "SchemaLoadError",
-    "get",
     "load",
 ]

@@ -20,7 +20,6 @@ which is personal data.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,24 +27,21 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import validate as _avro_valid
 
 from schemas import BY_FINGERPRINT, BY_NAME, Schema
+from schemas.contract import Where, is_plain_name
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
 
-# A plain identifier with few digits: a name, not a number someone typed into the key.
-_SAFE_NAME = re.compile(r"(?!(?:\D*\d){7})[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 class CodecError(ValueError):
-    """A value cannot be encoded or decoded; says where and why, never what it held."""
+    """A value cannot be encoded or decoded; says where (``where``, when it came from a topic)
+    and why, never what it held."""
 
-    def __init__(self, reason: str, *, topic: str = "?", partition: int = -1, offset: int = -1):
+    def __init__(self, reason: str, *, where: Where | None = None):
         self.reason = reason
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        located = (topic, partition, offset) != ("?", -1, -1)
-        super().__init__(f"{topic}[{partition}]@{offset}: {reason}" if located else reason)
+        self.where = where
+        super().__init__(f"{where}: {reason}" if where is not None else reason)
 
 
 # What encode needs per record type, computed once: header bytes, the keys it accepts, and the
@@ -68,7 +64,7 @@ _READERS: dict[bytes, tuple[str, dict[str, Any], dict[str, Any] | None]] = {
 
 def _label(name: object) -> str:
     """A key or type name fit for an error message: only plain identifiers are echoed."""
-    return repr(name) if isinstance(name, str) and _SAFE_NAME.fullmatch(name) else "(unprintable)"
+    return repr(name) if is_plain_name(name) else "(unprintable)"
 
 
 def _what_is_wrong(schema: Schema, event: Mapping[str, Any]) -> str:
@@ -152,21 +148,16 @@ def encode(event: Mapping[str, Any] | None) -> bytes | None:
     return out.getvalue()
 
 
-def decode(
-    data: bytes | bytearray | memoryview | None,
-    *,
-    topic: str = "?",
-    partition: int = -1,
-    offset: int = -1,
-) -> dict[str, Any] | None:
-    """Read one framed value back into an event dict; ``None`` (a tombstone) stays ``None``."""
+def decode(data: bytes | bytearray | memoryview | None, where: Where | None = None) -> dict[str, Any] | None:
+    """Read one framed value back into an event dict; ``None`` (a tombstone) stays ``None``.
+    ``where``: the message it was read from, which an error then names."""
     if data is None:
         return None
     if not isinstance(data, bytes):
         data = bytes(data)
 
     def fail(reason: str) -> CodecError:
-        return CodecError(reason, topic=topic, partition=partition, offset=offset)
+        return CodecError(reason, where=where)
 
     if len(data) < HEADER_SIZE:
         raise fail(f"{len(data)} bytes is shorter than the {HEADER_SIZE}-byte single-object header")
@@ -194,4 +185,4 @@ def decode(
     return event
 
 
-__all__ = ["HEADER_SIZE", "MAGIC", "CodecError", "decode", "encode"]
+__all__ = ["HEADER_SIZE", "MAGIC", "CodecError", "Where", "decode", "encode"]

@@ -21,6 +21,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,13 +29,14 @@ import orjson
 
 from schemas import BY_NAME, UPSTREAM_EVENTS
 
-CATEGORIES = frozenset({"contact", "billing", "employment", "analytics", "third_party"})
-LEGAL_BASES = frozenset({"consent", "contract", "legitimate_interest", "legal_obligation"})
-RELATIONSHIP_KINDS = frozenset({"client", "vendor", "partner", "applicant"})
+# The closed sets of the contract, each written once: the policy builds on the same tuples.
+CATEGORIES = ("contact", "billing", "employment", "analytics", "third_party")
+LEGAL_BASES = ("consent", "contract", "legitimate_interest", "legal_obligation")
+RELATIONSHIP_KINDS = ("client", "vendor", "partner", "applicant")
 ENUMS: Mapping[str, frozenset[str]] = {
-    "category": CATEGORIES,
-    "legal_basis": LEGAL_BASES,
-    "kind": RELATIONSHIP_KINDS,
+    "category": frozenset(CATEGORIES),
+    "legal_basis": frozenset(LEGAL_BASES),
+    "kind": frozenset(RELATIONSHIP_KINDS),
 }
 
 MAX_ID = 256
@@ -50,25 +52,44 @@ STAMPED = frozenset({"received_at", "digest"})
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-# A plain identifier with few digits: a name, not a number someone typed into the key.
-_LABEL = re.compile(r"(?!(?:\D*\d){7})[A-Za-z_][A-Za-z0-9_]{0,63}")
+_PLAIN_NAME = re.compile(r"(?!(?:\D*\d){7})[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
+
+
+def is_plain_name(name: object) -> bool:
+    """A plain identifier with few digits: a name, not a number someone typed into a key. Only
+    such names are repeated in an error, a dead letter or a log line, since a map key may be
+    data itself (the contract, the codec and the guard all ask this one question)."""
+    return isinstance(name, str) and _PLAIN_NAME.fullmatch(name) is not None
 _EMAIL = re.compile(r"[^@\s]@[^@\s]|%40[^%]*\.", re.IGNORECASE)
 _PHONE = re.compile(r"(?:tel:)?\s*\+?[0-9()\-./\s]{7,}", re.IGNORECASE)
 
 
-class ContractError(ValueError):
-    """An event breaks the contract. ``code`` is a stable reason code, ``field`` where."""
+class Where(NamedTuple):
+    """The message an error or a dead letter is about: named by its place, never its content."""
 
-    def __init__(self, reason: str, *, code: str = "contract_violation", field: str = "") -> None:
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class ContractError(ValueError):
+    """An event breaks the contract. ``code`` is a stable reason code, ``field`` the field,
+    ``where`` the message it came in (None for a line of ``lifecycle publish``)."""
+
+    def __init__(self, reason: str, *, code: str = "contract_violation", field: str = "", where: Where | None = None) -> None:
         self.reason = reason
         self.code = code
         self.field = field
-        super().__init__(reason)
+        self.where = where
+        super().__init__(f"{where}: {reason}" if where is not None else reason)
 
 
 def _label(name: object) -> str:
     """A name fit to appear in a message: plain identifiers only, since a key can be data too."""
-    if isinstance(name, str) and _LABEL.fullmatch(name):
+    if is_plain_name(name):
         return repr(name)
     return "(a name that is not a plain identifier)"
 
@@ -236,13 +257,23 @@ def _check_fields_map(value: dict[str, str], field: str, type_name: str) -> None
             )
 
 
-def validate(event: Mapping[str, Any]) -> dict[str, Any]:
+def validate(event: Mapping[str, Any], where: Where | None = None) -> dict[str, Any]:
     """Check an upstream event and return it normalised: ``occurred_at`` in epoch ms, defaults
     filled in, keys exactly the Avro field names plus ``"type"``.
 
-    Takes both shapes the pipeline meets: a decoded message (``occurred_at`` an int) and a
-    JSON object (``occurred_at`` ISO-8601 text).
+    Takes both shapes the pipeline meets: a decoded message (``occurred_at`` an int, ``where``
+    the message it came in, which a refusal then names) and a JSON object (``occurred_at``
+    ISO-8601 text).
     """
+    try:
+        return _validated(event)
+    except ContractError as exc:
+        if where is None:
+            raise
+        raise ContractError(exc.reason, code=exc.code, field=exc.field, where=where) from None
+
+
+def _validated(event: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(event, Mapping):
         raise ContractError("an event must be a JSON object", code="not_an_object")
     if "type" not in event:
@@ -263,7 +294,7 @@ def validate(event: Mapping[str, Any]) -> dict[str, Any]:
     extra = [k for k in event if k not in _ALLOWED[kind]]
     if extra:
         name = min(extra, key=str)
-        shown = name if isinstance(name, str) and _LABEL.fullmatch(name) else ""
+        shown = name if is_plain_name(name) else ""
         raise ContractError(
             f"unexpected field {_label(name)} in {kind}", code="unexpected_field", field=shown
         )
@@ -365,6 +396,8 @@ __all__ = [
     "ContractError",
     "KEY_SEPARATOR",
     "STAMPED",
+    "Where",
+    "is_plain_name",
     "is_valid_id",
     "looks_like_contact_data",
     "parse_line",

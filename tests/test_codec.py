@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import schemas
 from schemas import BY_FINGERPRINT, BY_NAME
 from schemas import codec
-from schemas.codec import MAGIC, CodecError, decode, encode
+from schemas.codec import MAGIC, CodecError, Where, decode, encode
 
 ERASURE_REQUESTED = {
     "type": "ErasureRequested",
@@ -188,14 +188,10 @@ INVALID_BYTES = [
 @pytest.mark.parametrize(("data", "message"), INVALID_BYTES)
 def test_invalid_bytes(data: bytes, message: str) -> None:
     with pytest.raises(CodecError) as caught:
-        decode(data, topic="lifecycle.ingest", partition=3, offset=42)
+        decode(data, Where("lifecycle.ingest", 3, 42))
     assert str(caught.value).startswith("lifecycle.ingest[3]@42: ")
     assert message in str(caught.value)
-    assert (caught.value.topic, caught.value.partition, caught.value.offset) == (
-        "lifecycle.ingest",
-        3,
-        42,
-    )
+    assert caught.value.where == ("lifecycle.ingest", 3, 42)
 
 
 def _with(**changes: Any) -> dict[str, Any]:

@@ -148,14 +148,6 @@ def test_ordinary_field_names_are_not_forbidden(policy: Policy, name: str) -> No
     assert policy.forbidden_field_category(name) is None
 
 
-def test_common_field_names_map_to_fides_categories(policy: Policy) -> None:
-    assert policy.field_category("email") == "user.contact.email"
-    assert policy.field_category("Name") == "user.name"
-    assert policy.field_category("phone") == "user.contact.phone_number"
-    assert policy.field_category("ip-address") == "user.device.ip_address"
-    assert policy.field_category("unheard_of") is None
-
-
 def test_normalisation_folds_disguises() -> None:
     assert normalize_field_name(" Card--Number ") == "card_number"
     assert normalize_field_name("card\u00adnumber") == "cardnumber"  # soft hyphen is a format char

@@ -27,7 +27,8 @@ from schemas import BY_NAME
 from schemas.codec import decode, encode
 from streams.plumbing.reading import read_topic
 from streams.plumbing.upstream import publish_lines
-from streams.commands.replay import TIMER_DECISIONS, _decode, _encode, audit_partitions
+from processors.fold import TIMER_DECISIONS
+from streams.commands.replay import _decode, _encode, audit_partitions
 from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 

@@ -523,14 +523,6 @@ def _measure(base: Settings, sizes: Sizes, workdir: Path, tag: str) -> dict[str,
     return out
 
 
-TARGETS = {
-    "pipeline_2_eps": 25_000,
-    "ratio_pipeline_limit": 0.5,
-    "replay_eps": 100_000,
-    "fold_eps": 200_000,
-}
-
-
 def table(r: dict[str, Any]) -> str:
     lat = r["erasure_latency_ms"]
     c = r["codec"]

@@ -28,14 +28,12 @@ import orjson
 
 from processors.audit import Audit, Entry
 from processors.envelope import ERASED, PREFIX, key_of
-from processors.fold import DECISION_TYPES, export
+from processors.fold import DECISION_TYPES, TIMER_DECISIONS, export
 from processors.policy import load_policy
 from schemas import BY_NAME
-from schemas.codec import CodecError, decode, encode
+from schemas.codec import CodecError, Where, decode, encode
 from streams.plumbing.scan import live_keys, read_all
 from streams.settings import Settings
-
-TIMER_DECISIONS = ("RetentionExpired", "DeadlineMissed")
 
 PARALLEL_FROM = 20_000
 """Log entries from which the audit is split across processes, one group of partitions each:
@@ -51,7 +49,7 @@ def read_partitions(
 
 def _decode(value: bytes, partition: int, offset: int) -> dict:
     try:
-        event = decode(value, topic="lifecycle.events", partition=partition, offset=offset)
+        event = decode(value, Where("lifecycle.events", partition, offset))
     except CodecError as exc:
         raise ValueError(exc.reason) from None
     assert event is not None

@@ -55,7 +55,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
 
 from schemas.contract import split_record_key
-from schemas.codec import CodecError, decode, encode
+from schemas.codec import CodecError, Where, decode, encode
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -455,7 +455,7 @@ def _key(m: Any) -> str | None:
 
 def _value(m: Any, kind: str) -> dict[str, Any] | None:
     try:
-        event = decode(m.value, topic=m.topic, partition=m.partition, offset=m.offset)
+        event = decode(m.value, Where(m.topic, m.partition, m.offset))
     except CodecError as exc:
         log.warning("skipped %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc.reason)
         return None

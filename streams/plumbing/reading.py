@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from schemas import DECISION_EVENTS
-from schemas.codec import CodecError, decode
+from processors.fold import DECISION_TYPES
+from schemas.codec import CodecError, Where, decode
 from streams.plumbing.admin import check_topic_access
 from streams.plumbing.security import client_kwargs
 from streams.settings import Settings
@@ -23,6 +23,7 @@ class Entry:
     key: bytes | None
     value: bytes | None
     timestamp: int
+    topic: str = ""
 
     @property
     def tombstone(self) -> bool:
@@ -31,7 +32,7 @@ class Entry:
     def decoded(self) -> dict | None:
         if self.value is None:
             return None
-        return decode(self.value, topic="", partition=self.partition, offset=self.offset)
+        return decode(self.value, Where(self.topic, self.partition, self.offset))
 
 
 def read_topic(settings: Settings, name: str, timeout_s: float = 10.0) -> list[Entry]:
@@ -77,7 +78,7 @@ def read_entries(
             for tp, msgs in consumer.poll(timeout_ms=500).items():
                 for m in msgs:
                     if m.offset < end[tp]:
-                        out.append(Entry(m.partition, m.offset, m.key, m.value, m.timestamp))
+                        out.append(Entry(m.partition, m.offset, m.key, m.value, m.timestamp, m.topic))
             remaining = {tp for tp in remaining if consumer.position(tp) < end[tp]}
         return out
     finally:
@@ -101,9 +102,6 @@ def decoded_events(entries: list[Entry]) -> Iterator[dict]:
             continue
         if value is not None:
             yield value
-
-
-DECISION_TYPES = frozenset(DECISION_EVENTS)
 
 
 def last_decision(
@@ -142,7 +140,7 @@ def last_decision(
                     if m.offset >= upper or m.value is None:
                         continue
                     try:
-                        event = decode(m.value, topic=topic, partition=partition, offset=m.offset)
+                        event = decode(m.value, Where(topic, partition, m.offset))
                     except CodecError:
                         continue
                     if event is not None and event["type"] in DECISION_TYPES:

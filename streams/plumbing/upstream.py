@@ -70,7 +70,6 @@ class PublishReport:
     failed: list[tuple[int, str]] = field(default_factory=list)
     undelivered: int = 0  # sent, not acknowledged by the deadline (or the interruption)
     unsent: int = 0  # valid, never sent: the deadline had passed, or the broker never answered
-    timed_out: bool = False
     interrupted: str = ""  # the signal's name
 
     @property
@@ -133,7 +132,6 @@ def publish_lines(
                     continue
                 while True:
                     if time.monotonic() > deadline:
-                        report.timed_out = True
                         report.unsent += 1
                         break
                     try:
@@ -155,8 +153,6 @@ def publish_lines(
                 report.published += 1
             else:
                 report.failed.append((number, f"not published: {type(fut.exception).__name__}"))
-        if report.undelivered and not report.interrupted:
-            report.timed_out = True
     finally:
         _close_now(prod)
     return report

@@ -45,7 +45,7 @@ from processors.messages import EVENTS, RECORDS, to_messages
 from processors.policy import Policy
 from processors.shredding import SEALED_TYPES, KeyCache, Keyring, Keystore
 from schemas import UPSTREAM_EVENTS
-from schemas.contract import ContractError, is_valid_id, validate
+from schemas.contract import ContractError, Where, is_valid_id, validate
 from schemas.codec import CodecError, decode, encode
 from streams.plumbing.logsafe import librdkafka_logger
 from streams.settings import Settings
@@ -68,9 +68,6 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-Where = tuple[str, int, int]  # topic, partition, offset of the message a dead letter is about
-
-
 def rejection(reason: str, field: str, event: dict | None, where: Where) -> bytes:
     """A dead letter that says where and why, never what: no value of the event is copied."""
     value = encode(
@@ -80,9 +77,9 @@ def rejection(reason: str, field: str, event: dict | None, where: Where) -> byte
             "event_type": str((event or {}).get("type", "")),
             "reason": reason,
             "field": field,
-            "topic": where[0],
-            "partition": where[1],
-            "offset": where[2],
+            "topic": where.topic,
+            "partition": where.partition,
+            "offset": where.offset,
             "rejected_at": int(time.time() * 1000),
         }
     )
@@ -407,15 +404,15 @@ class Worker:
 
     def _decoded(self, m: Any, where: Where) -> dict | None:
         try:
-            raw = decode(m.value(), topic=where[0], partition=where[1], offset=where[2])
+            raw = decode(m.value(), where)
         except CodecError as exc:
-            log.warning("dead letter %s[%s]@%s: %s", *where, exc)
+            log.warning("dead letter %s", exc)
             self._reject("undecodable", "", None, where)
             return None
         try:
-            return validate(raw)  # type: ignore[arg-type]
+            return validate(raw, where)  # type: ignore[arg-type]
         except ContractError as exc:
-            log.warning("dead letter %s[%s]@%s: %s", *where, exc)
+            log.warning("dead letter %s", exc)
             self._reject(exc.code, exc.field, _identified(raw, exc.field), where)
         return None
 
@@ -431,7 +428,7 @@ class Worker:
 
     def _guard(self, m: Any, states: dict[tuple[int, bytes], dict]) -> None:
         p = m.partition()
-        where = (self.t_ingest, p, m.offset())
+        where = Where(self.t_ingest, p, m.offset())
         event = self._decoded(m, where)
         if event is None:
             return
@@ -470,12 +467,12 @@ class Worker:
 
     def _acknowledgement(self, m: Any, states: dict[tuple[int, bytes], dict]) -> None:
         """Downstream acknowledgements join the log of record, so a replay sees them too."""
-        where = (self.t_acks, m.partition(), m.offset())
+        where = Where(self.t_acks, m.partition(), m.offset())
         event = self._decoded(m, where)
         if event is None:
             return
         if event["type"] != "ErasureAcknowledged":
-            log.warning("dead letter %s[%s]@%s: not an ErasureAcknowledged", *where)
+            log.warning("dead letter %s: not an ErasureAcknowledged", where)
             self._reject("wrong_type", "type", None, where)
             return
         key = event["subject_id"].encode()
