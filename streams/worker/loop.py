@@ -47,10 +47,10 @@ from processors.shredding import SEALED_TYPES, KeyCache, Keyring, Keystore
 from schemas import UPSTREAM_EVENTS
 from schemas.contract import ContractError, Where, is_valid_id, validate
 from schemas.codec import CodecError, decode, encode
-from streams.plumbing.logsafe import librdkafka_logger
 from streams.settings import Settings
+from streams.worker.clients import Clients, KafkaClients, OffsetUnavailable
 from streams.worker.tables import Table, open_store
-from streams.plumbing.topics import STATE_MAX_BYTES, changelog_topic, partition_for
+from streams.plumbing.topics import changelog_topic, partition_for
 
 log = logging.getLogger("lifecycle.worker")
 
@@ -94,62 +94,19 @@ class DeliveryError(RuntimeError):
 class Worker:
     """One worker process's consumer, producer, tables and timer; ``run`` drives it."""
 
-    def __init__(self, settings: Settings, policy: Policy, keyring: Keyring) -> None:
-        from confluent_kafka import Consumer, Producer
-
-        from streams.plumbing.security import librdkafka_security
-
+    def __init__(self, settings: Settings, policy: Policy, keyring: Keyring, clients: Clients | None = None) -> None:
+        """``clients``: the worker's Kafka (``streams.worker.clients``); librdkafka's by default,
+        a stand-in that can stop after any step in the crash tests."""
         self.settings = settings
         self.policy = policy
         t = settings.topic
         self.t_ingest, self.t_events, self.t_rejected = t("ingest"), t("events"), t("rejected")
         self.t_records, self.t_consent, self.t_acks, self.t_keys = t("records"), t("consent"), t("acks"), t("keys")
         self.t_changelog = changelog_topic(settings)
-        security = librdkafka_security(settings)
         self._failed: list[str] = []
-        self.producer = Producer(
-            {
-                "bootstrap.servers": settings.bootstrap,
-                "client.id": "lifecycle-worker",
-                "acks": "all",
-                "enable.idempotence": True,  # a retried batch never reorders a partition
-                # flush() sends at once whatever linger is; the linger only gathers a batch's
-                # outputs into a few requests per partition. With 2 ms, a batch went out in
-                # ~25 requests of ~7 messages each, and the broker spent 130 µs of CPU per event
-                # on them; with 100 ms, 25-35 µs (lifecycle bench, README)
-                "linger.ms": 100,
-                "partitioner": "murmur2_random",  # the Java client's, as upstream's kafka-python uses
-                "message.max.bytes": STATE_MAX_BYTES + 64 * 1024,
-                "queue.buffering.max.messages": 1_000_000,
-                "delivery.report.only.error": True,
-                "on_delivery": self._delivered,
-                "log_level": 4,
-                "logger": librdkafka_logger(),
-                **security,
-            }
-        )
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap,
-                "group.id": settings.app_id,
-                # the URL of this worker's views, so that another worker can find the owner
-                # of a subject in the group's description
-                "client.id": f"lifecycle-worker {settings.worker_url}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                # co-partitioning: partition p of ingest and of acks go to the same member
-                "partition.assignment.strategy": "range",
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 20,
-                "max.partition.fetch.bytes": 4 * 1024 * 1024,
-                "queued.max.messages.kbytes": 16 * 1024,  # prefetched per partition (default 64 MB)
-                "log_level": 4,
-                "logger": librdkafka_logger(),
-                **security,
-            }
-        )
+        self.kafka: Clients = clients if clients is not None else KafkaClients(settings, self._delivered)
+        self.producer = self.kafka.producer
+        self.consumer = self.kafka.consumer
         self.store = open_store(settings.store, settings.worker_dir / "store")
         self.subjects = Table(self.store, b"S", self.t_changelog, self._produce)
         self.keys = Table(self.store, b"K", self.t_keys, self._produce)
@@ -170,6 +127,8 @@ class Worker:
         # set when the loop leaves on an error: then nothing is committed or checkpointed on the
         # way out, so the batch that failed is folded again by the next worker (at-least-once)
         self.failed = False
+        # (topic, partition) -> the next offset after the last message folded and delivered
+        self._done: dict[tuple[str, int], int] = {}
         self.ready = False
         self.folded_at = self.folded_cpu = 0.0
         # the plaintext of the fields this batch sealed, by envelope: the records it puts on
@@ -262,12 +221,10 @@ class Worker:
         # hold now is what the local copy holds
         self._deliver()
         self._commit(wait=True)
-        from confluent_kafka import KafkaError, KafkaException
-
         for p in gone:
             try:
-                ends = [(table, self._high(table.changelog, p)) for table in (self.subjects, self.keys)]
-            except (KafkaException, KafkaError) as exc:
+                ends = [(table, self.kafka.end_offset(table.changelog, p)) for table in (self.subjects, self.keys)]
+            except OffsetUnavailable as exc:
                 # no checkpoint: the local copy is rebuilt if the partition comes back
                 log.warning("no checkpoint for partition %d (%s)", p, exc)
                 self._revoked_at.pop(p, None)
@@ -275,9 +232,9 @@ class Worker:
             for table, end in ends:
                 table.save_checkpoint(p, end - 1)
             self._revoked_at[p] = time.monotonic()
-        self.owned -= gone
-        self.index = [e for e in self.index if _index_partition(e) not in gone]
-        heapq.heapify(self.index)
+        revoked_at = dict(self._revoked_at)
+        self._drop(gone)  # committed above; from now on they are another member's
+        self._revoked_at.update({p: t for p, t in revoked_at.items() if p in gone})
         log.info("revoked partitions %s", sorted(gone))
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
@@ -289,60 +246,22 @@ class Worker:
         log.warning("lost partitions %s: their state is rebuilt from the changelogs if they come back", sorted(gone))
 
     def _drop(self, gone: set[int]) -> None:
-        """Forget partitions without committing or checkpointing anything of them."""
+        """Forget partitions without committing or checkpointing anything of them (from now on
+        they are another member's: a commit for one of them could only move it backwards)."""
+        self._done = {tp: offset for tp, offset in self._done.items() if tp[1] not in gone}
         self.owned -= gone
         for p in gone:
             self._revoked_at.pop(p, None)
         self.index = [e for e in self.index if _index_partition(e) not in gone]
         heapq.heapify(self.index)
 
-    def _high(self, topic: str, partition: int, patience: float = 60.0) -> int:
-        """The partition's end offset, asked again while the broker is not answering for it
-        (a broker that just restarted does not know its partitions for a moment)."""
-        from confluent_kafka import KafkaError, KafkaException, TopicPartition
-
-        deadline = time.monotonic() + patience
-        while True:
-            try:
-                return int(self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)[1])
-            except (KafkaException, KafkaError) as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("no end offset for %s[%d] yet (%s); asking again", topic, partition, exc)
-                time.sleep(0.5)
-
     def _restore(self, table: Table, partition: int, start: int) -> int:
         """Read a changelog partition from ``start`` to its end into the local table."""
-        from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-        from streams.plumbing.scan import consumer_config
-
-        end = self._high(table.changelog, partition)
-        if start >= end:
-            return 0
-        reader = Consumer(
-            {**consumer_config(self.settings), "client.id": "lifecycle-restore", "queued.max.messages.kbytes": 16 * 1024}
-        )
         count = 0
-        try:
-            reader.assign([TopicPartition(table.changelog, partition, start)])
-            while True:
-                batch = reader.consume(10_000, 1.0)
-                for m in batch:
-                    if m.error():
-                        if m.error().code() == KafkaError._PARTITION_EOF:
-                            return count
-                        continue
-                    table.apply(partition, m.key(), m.value())
-                    count += 1
-                    if m.offset() >= end - 1:
-                        return count
-                if not batch:
-                    position = reader.position([TopicPartition(table.changelog, partition)])[0].offset
-                    if position >= end:
-                        return count
-        finally:
-            reader.close()
+        for key, value in self.kafka.read(table.changelog, partition, start):
+            table.apply(partition, key, value)
+            count += 1
+        return count
 
     # -- the batch ------------------------------------------------------------------------
 
@@ -361,6 +280,8 @@ class Worker:
         self._sealed_now.clear()  # plaintext kept no longer than the batch needs it
         self.folded_at, self.folded_cpu = time.perf_counter(), time.thread_time()
         self._write(states)
+        for m in messages:  # done: everything the batch led to is on the broker
+            self._done[(m.topic(), m.partition())] = m.offset() + 1
 
     def _flush_log(self) -> None:
         """Append the batch's log entries, after the data keys they are sealed under.
@@ -498,12 +419,9 @@ class Worker:
             self._emit(outputs, p)
 
     def _log_tail_decision(self, p: int) -> bytes:
-        from streams.plumbing.reading import last_decision
-        from streams.plumbing.security import client_kwargs
-
         self._flush_log()
         self._deliver()  # the log's tail must hold what this worker wrote
-        found = last_decision(self.settings.bootstrap, self.t_events, p, 512, client_kwargs(self.settings))
+        found = self.kafka.last_decision(self.t_events, p)
         return found or GENESIS
 
     def _chain_head(self, p: int) -> bytes:
@@ -602,20 +520,24 @@ class Worker:
             if p not in after:
                 # the tick's place in the log: after its last entry, which the decisions
                 # record so that a replay applies the tick there too
-                after[p] = self._high(self.t_events, p) - 1
+                after[p] = self.kafka.end_offset(self.t_events, p) - 1
             states[(p, key)] = state
             self._fold(p, state, {"type": "Tick", "subject_id": state["subject_id"], "after": after[p]}, now)
         self._write(states)
 
     # -- the loop -------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, until_idle: bool = False) -> None:
+        """Fold batches until ``stopping`` (a signal), then leave the group. ``until_idle``: also
+        return the first time a poll brings nothing (a test's stand-in Kafka, drained)."""
         self.consumer.subscribe([self.t_ingest, self.t_acks], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         next_tick = time.monotonic() + self.settings.timer_interval
         batch, linger = self.settings.fold_batch, self.settings.fold_linger
         try:
             while not self.stopping:
                 messages = self.consumer.consume(batch, linger)
+                if not messages and until_idle:
+                    break
                 if messages:
                     started, cpu = time.perf_counter(), time.thread_time()
                     with self.lock:
@@ -639,18 +561,17 @@ class Worker:
             self.close()
 
     def _commit(self, wait: bool = False) -> None:
-        """Commit what the last batch consumed. Not waited for in the loop: commits are sent in
-        order, and everything they cover is already delivered; a revocation or a stop waits."""
-        from confluent_kafka import KafkaError, KafkaException
+        """Commit the offsets of what was folded and delivered, by value: the offsets are fixed
+        here, not read when the commit is sent.
 
-        try:
-            self.consumer.commit(asynchronous=not wait)
-        except KafkaException as exc:
-            if exc.args[0].code() == KafkaError._NO_OFFSET:
-                return  # nothing consumed since the last commit
-            # a rebalance took the partitions meanwhile: their new owner folds the batch again
-            # from the last commit, which the outputs' idempotence makes harmless
-            log.warning("commit refused (%s): the batch will be folded again", exc.args[0].str())
+        Why by value: librdkafka's commit of "the current offsets" sends whatever the consumer
+        has handed out when its background thread gets to the request. Not waited for (the
+        loop does not wait), such a commit went out after the next batch was consumed and
+        covered it before it was folded; a worker killed then lost that batch for good (the
+        crash tests found 300 events so). Commits are sent in order and cover only what was
+        delivered, so the loop need not wait; a revocation or a stop does."""
+        if self._done:
+            self.kafka.commit(dict(self._done), wait)
 
     def close(self) -> None:
         """Leave the group. After a clean stop, with everything delivered and committed; after

@@ -1,0 +1,165 @@
+"""The worker's Kafka: every call the batch loop makes to a broker, behind one object.
+
+Why one object: the loop's promises are about the order of its sends, waits and commits
+(``streams.worker.loop``), and a crash can cut that order anywhere. Handing the loop its Kafka
+lets a test give it one that stops after any chosen step (``tests/support/kafka.py``), fold again
+from the last commit and compare with the pure fold, every time; the real one here is the
+librdkafka producer and consumer the loop runs on in production.
+
+What the loop needs: a producer (``produce``, ``flush``, ``poll``), a consumer in its group
+(``subscribe`` with the rebalance callbacks, ``consume``, ``commit``, ``close``), a partition's
+end offset, a partition read from an offset to its end (the changelogs, on recovery), and the last
+decision a log partition holds (the head of its hash chain).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from streams.plumbing.logsafe import librdkafka_logger
+from streams.plumbing.reading import last_decision
+from streams.plumbing.scan import consumer_config
+from streams.plumbing.security import client_kwargs, librdkafka_security
+from streams.plumbing.topics import STATE_MAX_BYTES
+from streams.settings import Settings
+
+log = logging.getLogger("lifecycle.worker")
+
+OnDelivery = Callable[[Any, Any], None]
+"""librdkafka's delivery report: (error or None, message)."""
+
+
+class Clients(Protocol):
+    """What the batch loop asks of Kafka (``KafkaClients`` is the real one)."""
+
+    producer: Any  # produce(topic, value, key, partition, headers=), flush(timeout), poll(timeout)
+    consumer: Any  # subscribe(topics, on_assign=, on_revoke=, on_lost=), consume(n, timeout), close()
+
+    def end_offset(self, topic: str, partition: int, patience: float = 60.0) -> int: ...
+
+    def read(self, topic: str, partition: int, start: int) -> Iterator[tuple[bytes | None, bytes | None]]: ...
+
+    def last_decision(self, topic: str, partition: int) -> bytes | None: ...
+
+    def commit(self, offsets: dict[tuple[str, int], int], wait: bool) -> None: ...
+
+
+class OffsetUnavailable(RuntimeError):
+    """The broker did not say where a partition ends, for as long as the worker would wait."""
+
+
+class KafkaClients:
+    """The worker's producer and consumer on librdkafka, and its reads of the changelogs."""
+
+    def __init__(self, settings: Settings, on_delivery: OnDelivery) -> None:
+        from confluent_kafka import Consumer, Producer
+
+        self.settings = settings
+        security = librdkafka_security(settings)
+        self.producer = Producer(
+            {
+                "bootstrap.servers": settings.bootstrap,
+                "client.id": "lifecycle-worker",
+                "acks": "all",
+                "enable.idempotence": True,  # a retried batch never reorders a partition
+                # flush() sends at once whatever linger is; the linger only gathers a batch's
+                # outputs into a few requests per partition. With 2 ms, a batch went out in
+                # ~25 requests of ~7 messages each, and the broker spent 130 µs of CPU per event
+                # on them; with 100 ms, 25-35 µs (lifecycle bench, README)
+                "linger.ms": 100,
+                "partitioner": "murmur2_random",  # the Java client's, as upstream's kafka-python uses
+                "message.max.bytes": STATE_MAX_BYTES + 64 * 1024,
+                "queue.buffering.max.messages": 1_000_000,
+                "delivery.report.only.error": True,
+                "on_delivery": on_delivery,
+                "log_level": 4,
+                "logger": librdkafka_logger(),
+                **security,
+            }
+        )
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap,
+                "group.id": settings.app_id,
+                # the URL of this worker's views, so that another worker can find the owner
+                # of a subject in the group's description
+                "client.id": f"lifecycle-worker {settings.worker_url}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                # co-partitioning: partition p of ingest and of acks go to the same member
+                "partition.assignment.strategy": "range",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 20,
+                "max.partition.fetch.bytes": 4 * 1024 * 1024,
+                "queued.max.messages.kbytes": 16 * 1024,  # prefetched per partition (default 64 MB)
+                "log_level": 4,
+                "logger": librdkafka_logger(),
+                **security,
+            }
+        )
+
+    def end_offset(self, topic: str, partition: int, patience: float = 60.0) -> int:
+        """The partition's end offset, asked again while the broker is not answering for it
+        (a broker that just restarted does not know its partitions for a moment)."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return int(self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)[1])
+            except (KafkaException, KafkaError) as exc:
+                if time.monotonic() > deadline:
+                    raise OffsetUnavailable(f"{topic}[{partition}]: {exc}") from None
+                log.warning("no end offset for %s[%d] yet (%s); asking again", topic, partition, exc)
+                time.sleep(0.5)
+
+    def read(self, topic: str, partition: int, start: int) -> Iterator[tuple[bytes | None, bytes | None]]:
+        """(key, value) of every entry of one partition from ``start`` to its end offset now."""
+        from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+        end = self.end_offset(topic, partition)
+        if start >= end:
+            return
+        reader = Consumer({**consumer_config(self.settings), "client.id": "lifecycle-restore", "queued.max.messages.kbytes": 16 * 1024})
+        try:
+            reader.assign([TopicPartition(topic, partition, start)])
+            while True:
+                batch = reader.consume(10_000, 1.0)
+                for m in batch:
+                    if m.error():
+                        if m.error().code() == KafkaError._PARTITION_EOF:
+                            return
+                        continue
+                    yield m.key(), m.value()
+                    if m.offset() >= end - 1:
+                        return
+                if not batch:
+                    position = reader.position([TopicPartition(topic, partition)])[0].offset
+                    if position >= end:
+                        return
+        finally:
+            reader.close()
+
+    def last_decision(self, topic: str, partition: int) -> bytes | None:
+        """The bytes of the last decision in one partition of the log (None: none yet)."""
+        return last_decision(self.settings.bootstrap, topic, partition, 512, client_kwargs(self.settings))
+
+    def commit(self, offsets: dict[tuple[str, int], int], wait: bool) -> None:
+        """Commit ``offsets`` ((topic, partition) -> next offset), exactly these; warns when a
+        rebalance took the partitions meanwhile (their new owner folds again)."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        try:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=not wait)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError._NO_OFFSET:
+                return  # nothing consumed since the last commit
+            log.warning("commit refused (%s): the batch will be folded again", exc.args[0].str())
+
+
+__all__ = ["Clients", "KafkaClients", "OffsetUnavailable", "OnDelivery"]
