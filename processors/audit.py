@@ -30,7 +30,6 @@ Mismatches carry partition, offset, subject and event ids and field names, never
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,7 +83,6 @@ class Audit:
     sealed_keys: dict[str, set[str]] = field(default_factory=dict)  # subject -> key ids of its envelopes
     _pending: dict[str, tuple[str, dict, int]] = field(default_factory=dict)  # id -> (subject, decision, partition)
     _matched: dict[str, bytes] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
 
     # -- per partition ------------------------------------------------------------------
 
@@ -250,7 +248,6 @@ class Audit:
             for key_id in sorted((sealed - set(state["keys"])) & live):
                 if key_id not in self.destroyed:
                     self.mismatches.append(Mismatch("key_survives", -1, -1, subject, "", key_id))
-        elapsed = time.monotonic() - self.started
         return {
             "events_read": self.events_read,
             "partitions": self.partitions,
@@ -263,8 +260,6 @@ class Audit:
             "keys_destroyed": len(self.destroyed),
             "mismatch_count": len(self.mismatches),
             "mismatches": [m.as_dict() for m in self.mismatches[:MAX_LISTED]],
-            "elapsed_s": round(elapsed, 3),
-            "events_per_second": round(self.events_read / elapsed) if elapsed > 0 else None,
         }
 
 

@@ -18,8 +18,6 @@ import tomllib
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -480,23 +478,3 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
     return _build(doc)
 
 
-def packaged_policy_text() -> str:
-    """The policy shipped with the package, as text (a starting point for one's own)."""
-    return resources.files(__package__ or "processors").joinpath("policy.toml").read_text(encoding="utf-8")
-
-
-@lru_cache(maxsize=1)
-def _packaged() -> Policy:
-    return parse_policy(packaged_policy_text(), "policy.toml")
-
-
-def load_policy(path: Path | None = None) -> Policy:
-    """The policy in ``path``, or the one shipped with the package (loaded once) if None."""
-    if path is None:
-        return _packaged()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"{path.name}: cannot read the policy file: {exc.strerror or exc}") from None
-    return parse_policy(text, path.name)

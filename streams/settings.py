@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import secrets
+from functools import lru_cache
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from processors.policy import Policy, PolicyError, parse_policy
 from processors.shredding import Keyring, KeyringError, new_master_key_text, parse_master_key
 
 
@@ -223,3 +226,25 @@ def load_keyring(env_key: str, key_file: Path | None, dev_file: Path | None, cre
                 fh.write("# development master key, created by lifecycle --dev; not for production\n")
                 fh.write(new_master_key_text() + "\n")
     return Keyring.from_lines(dev_file.read_text(), str(dev_file))
+
+
+def packaged_policy_text() -> str:
+    """The policy shipped with the package, as text (a starting point for one's own)."""
+    return resources.files("processors").joinpath("policy.toml").read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _packaged() -> Policy:
+    return parse_policy(packaged_policy_text(), "policy.toml")
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    """The policy in ``path``, or the one shipped with the package (loaded once) if None."""
+    if path is None:
+        return _packaged()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{path.name}: cannot read the policy file: {exc.strerror or exc}") from None
+    return parse_policy(text, path.name)

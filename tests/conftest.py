@@ -12,14 +12,11 @@ The fixture never skips: a machine with Java and Maven can always run the integr
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import os
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 import warnings
 from pathlib import Path
@@ -28,44 +25,30 @@ from typing import Iterator
 import pytest
 
 from processors.shredding import new_master_key_text
-from streams.settings import Settings
+from streams.plumbing.admin import opened
 from streams.plumbing.topics import NAMES, ensure_topics
+from streams.settings import Settings
+from support.ports import free_port_pair, local_broker_settings
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration runs against a real broker, and is marked so."""
+    for item in items:
+        if "integration" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.integration)
 
 
 def pytest_report_header() -> str:
     """The seed of this run's hostile cases, so that a failure they find can be run again."""
-    from hostile_cases import SEED
+    from support.hostile import SEED
 
     return f"hostile cases: HOSTILE_SEED={SEED} repeats this run's draws"
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 
 
-def _free_port_pair() -> int:
-    """A port p with p + 1 free as well: the local broker puts its controller on the next port."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free pair of adjacent ports on 127.0.0.1")
 
 
-def local_broker_settings(home: Path, **changes: object) -> Settings:
-    """Settings for a local broker of the tests' own: a free port pair, data in ``home``, the
-    user's jar cache (a fresh cache would fetch the jars again)."""
-    port = _free_port_pair()
-    shared = ("LIFECYCLE_CACHE", "XDG_CACHE_HOME", "LIFECYCLE_KAFKA_VERSION")
-    base = Settings.from_env({k: v for k, v in os.environ.items() if k in shared})
-    return dataclasses.replace(base, home=home, broker_port=port, bootstrap=f"127.0.0.1:{port}", **changes)  # type: ignore[arg-type]
 
 
 def _docker_answers() -> bool:
@@ -121,7 +104,7 @@ def kafka_bootstrap(
         from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
         # Same host and container port, so the advertised listener is known before start.
-        port = _free_port_pair()
+        port = free_port_pair()
         host = DockerClient().host()
         container = (
             DockerContainer(KAFKA_IMAGE)
@@ -176,7 +159,7 @@ def kafka_data_dir(kafka_bootstrap: str) -> Path | None:
 def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     """Isolation by unique names, not cleanup: each test gets its own topics and consumer group."""
     tag = uuid.uuid4().hex[:8]
-    web = _free_port_pair()  # a worker's web server per test, so a straggler cannot take the port
+    web = free_port_pair()  # a worker's web server per test, so a straggler cannot take the port
     s = Settings(
         web_port=web,
         worker_url=f"http://127.0.0.1:{web}",
@@ -194,18 +177,13 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 
 def _wait_listed(s: Settings, timeout: float = 30.0) -> None:
     """Creation is acknowledged a few hundred ms before the broker lists (and serves) a topic."""
-    from kafka.admin import KafkaAdminClient
-
     wanted = {s.topic(n) for n in NAMES}
-    admin = KafkaAdminClient(bootstrap_servers=s.bootstrap)
-    try:
+    with opened(s) as admin:
         deadline = time.monotonic() + timeout
         while not wanted <= set(admin.list_topics()):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topics not listed within {timeout:.0f} s: {sorted(wanted)}")
             time.sleep(0.1)
-    finally:
-        admin.close()
 
 
 @pytest.fixture(scope="module")
@@ -237,19 +215,4 @@ def secure_kafka(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         broker.stop(settings)
 
 
-def http_get(settings: Settings, path: str, authorization: str | None) -> tuple[int, bytes]:
-    """Status and body of a GET on the worker, errors included (a 401 is an answer too)."""
-    headers = {} if authorization is None else {"Authorization": authorization}
-    req = urllib.request.Request(f"{settings.worker_url.rstrip('/')}{path}", headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - the test's own worker
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, exc.read()
-        finally:
-            exc.close()
 
-
-def bearer(settings: Settings) -> str:
-    return f"Bearer {settings.token()}"

@@ -22,7 +22,8 @@ import time
 from typing import Callable
 
 from processors.fold import apply, new_state
-from processors.policy import Policy, load_policy
+from processors.policy import Policy
+from streams.settings import load_policy
 from streams.bench.history import build_history
 
 TARGET = 200_000  # events/s the fold must sustain

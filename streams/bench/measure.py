@@ -45,7 +45,8 @@ from processors import fold as lifecycle
 from processors.messages import downstream_of
 from streams.bench.history import history
 from streams.bench.fold import run as fold_run
-from processors.policy import Policy, load_policy
+from processors.policy import Policy
+from streams.settings import load_policy
 from processors.shredding import new_master_key_text
 from schemas.contract import ContractError, validate
 from schemas.codec import decode, encode

@@ -29,7 +29,7 @@ import orjson
 from processors.audit import Audit, Entry
 from processors.envelope import ERASED, PREFIX, key_of
 from processors.fold import DECISION_TYPES, TIMER_DECISIONS, export
-from processors.policy import load_policy
+from streams.settings import load_policy
 from schemas import BY_NAME
 from schemas.codec import CodecError, Where, decode, encode
 from streams.plumbing.scan import live_keys, read_all
@@ -99,6 +99,7 @@ def run_replay(
     err: IO[str] = sys.stderr,
     keep_states: bool = False,
 ) -> tuple[dict[str, Any], Audit]:
+    started = time.monotonic()
     policy = load_policy(settings.policy_file)
     audit = Audit(policy, _decode, _encode, settings.clock_skew_ms)
     bar = _Bar(err, "reading lifecycle.events") if progress else None
@@ -123,6 +124,9 @@ def run_replay(
         report["key_checks"] = "done"
     report["until"] = until_ms
     report["topic"] = settings.topic("events")
+    elapsed = time.monotonic() - started
+    report["elapsed_s"] = round(elapsed, 3)
+    report["events_per_second"] = round(report["events_read"] / elapsed) if elapsed > 0 else None
     return report, audit
 
 

@@ -336,7 +336,7 @@ def registered_consumer(settings: Settings, name: str) -> None:
     """Refuse a consumer name the policy does not register: the fold counts acknowledgements
     only from registered consumers, so an erasure would wait for ever on a sink whose every
     acknowledgement counts for nothing, while the sink reported them sent."""
-    from processors.policy import load_policy
+    from streams.settings import load_policy
 
     names = load_policy(settings.policy_file).consumer_names
     if name not in names:

@@ -13,7 +13,7 @@ import logging
 import signal
 from typing import Any
 
-from processors.policy import load_policy
+from streams.settings import load_policy
 from streams.plumbing.logsafe import hold_payload_loggers
 from streams.plumbing.security import librdkafka_security
 from streams.plumbing.topics import changelog_config, changelog_topic, create_missing, ensure_topics

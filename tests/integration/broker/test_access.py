@@ -24,6 +24,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+
+import processors
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import (
     ACL,
@@ -42,20 +44,20 @@ from processors.shredding import new_master_key_text
 from schemas.contract import parse_line
 from streams.broker import acls
 from streams.broker import local as broker
-from streams.plumbing import admin, security
+from streams.plumbing import security
 from schemas.codec import encode
 from streams.plumbing.reading import decoded_events, read_topic
 from streams.commands.replay import read_partitions, run_replay
 from streams.plumbing.scan import live_keys
 from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
-from streams.settings import Settings, SettingsError
+from streams.settings import Settings
 from streams.commands.sink import SqliteSink, run_sink
 from streams.broker.tls import BROKER_CN, ensure_tls
 from streams.plumbing.topics import NAMES, ensure_topics
 
-from conftest import _free_port_pair
+from support.ports import free_port_pair
 
-SAMPLE = Path(__file__).resolve().parent.parent / "processors" / "samples" / "demo.jsonl"
+SAMPLE = Path(processors.__file__).parent / "samples" / "demo.jsonl"
 
 
 def as_(s: Settings, user: str, **changes: object) -> Settings:
@@ -305,7 +307,7 @@ def test_worker_runs_over_sasl_ssl_end_to_end(secure_kafka: Settings, tmp_path: 
     """Topics and ACLs made by the admin for a fresh prefix and app id (as for any deployment),
     then upstream publishes, the worker folds, downstream and the auditor read the results."""
     tag = uuid.uuid4().hex[:8]
-    web = _free_port_pair()
+    web = free_port_pair()
     s = dataclasses.replace(
         secure_kafka, topic_prefix=f"w{tag}.", app_id=f"worker-{tag}", master_key=new_master_key_text(),
         web_port=web, worker_url=f"http://127.0.0.1:{web}", home=tmp_path / "home",
@@ -397,40 +399,9 @@ def test_a_secured_home_restarts_secured(
 # -- no broker needed ---------------------------------------------------------------------
 
 
-def test_without_a_principal_clients_stay_plaintext() -> None:
-    s = Settings()
-    assert security.client_kwargs(s) == {} and security.librdkafka_security(s) == {}
-    assert admin.check_topic_access(s.bootstrap, "any", {}) is None
-
-
-def test_security_settings_from_the_environment(tmp_path: Path) -> None:
-    env = {
-        "LIFECYCLE_HOME": str(tmp_path),
-        "LIFECYCLE_KAFKA_USER": "worker",
-        "LIFECYCLE_KAFKA_PASSWORD": "pw-from-env",
-        "LIFECYCLE_KAFKA_CA": str(tmp_path / "ca.pem"),
-    }
-    s = Settings.from_env(env)
-    assert (s.kafka_user, s.kafka_password, s.kafka_ca) == ("worker", "pw-from-env", tmp_path / "ca.pem")
-    assert Settings.from_env(s.to_env()) == s  # what a spawned worker receives
-    assert "pw-from-env" not in repr(s)
-    with pytest.raises(SettingsError, match="no CA certificate"):
-        security.client_kwargs(s)
-    (tmp_path / "ca.pem").write_text("x")
-    assert security.client_kwargs(s)["sasl_plain_password"] == "pw-from-env"
-
-    # no password given: the one `broker start --secure` wrote into the home
-    security.ensure_credentials(tmp_path / "kafka-credentials")
-    s = Settings.from_env({k: v for k, v in env.items() if k != "LIFECYCLE_KAFKA_PASSWORD"})
-    assert security.password(s) == passwords(s)["worker"]
-    with pytest.raises(SettingsError, match=r"^LIFECYCLE_KAFKA_USER=nobody: no password") as info:
-        security.password(dataclasses.replace(s, kafka_user="nobody"))
-    assert all(p not in str(info.value) for p in passwords(s).values())
-
-
 @pytest.mark.integration
 def test_secure_on_a_home_formatted_open_is_one_clear_line(tmp_path: Path) -> None:
-    port = _free_port_pair()
+    port = free_port_pair()
     cache = {k: v for k, v in os.environ.items() if k in ("LIFECYCLE_CACHE", "XDG_CACHE_HOME")}
     s = dataclasses.replace(Settings.from_env(cache), home=tmp_path / "home", broker_port=port, bootstrap=f"127.0.0.1:{port}")
     data = s.broker_dir / "data"
@@ -441,45 +412,3 @@ def test_secure_on_a_home_formatted_open_is_one_clear_line(tmp_path: Path) -> No
     assert not broker.status(s).running and not (s.home / "kafka-credentials").exists()
 
 
-def test_compose_runs_the_files_its_secrets_service_writes(tmp_path: Path) -> None:
-    """docker-compose.yml cannot run without Docker: at least it must use the files that
-    ``python -m streams.broker.compose`` writes, for the users that own them, with the same
-    access-control config as the broker the tests above run."""
-    import re
-
-    import yaml
-
-    project = Path(__file__).resolve().parent.parent
-    compose = yaml.safe_load((project / "docker-compose.yml").read_text())
-    services = compose["services"]
-    secrets = services["secrets"]["command"]
-    root = Path(secrets[secrets.index("streams.broker.compose") + 1])
-    client_uid = int(secrets[secrets.index("--client-uid") + 1])
-    assert re.search(rf"--uid {client_uid}\b", (project / "Dockerfile").read_text())
-    assert services["kafka"]["user"] == secrets[secrets.index("--kafka-uid") + 1]
-
-    from streams.broker.compose import write_bundle
-
-    write_bundle(tmp_path)
-    used = " ".join(
-        [*services["kafka"]["command"], *services["kafka"]["healthcheck"]["test"],
-         *(services[n]["environment"][v] for n in ("topics", "worker") for v in ("LIFECYCLE_KAFKA_CREDENTIALS", "LIFECYCLE_KAFKA_CA"))]
-    )  # fmt: skip
-    paths = set(re.findall(rf"{re.escape(str(root))}/[\w./-]+", used))
-    assert len(paths) == 5
-    for path in paths:
-        assert (tmp_path / Path(path).relative_to(root)).is_file(), path
-    assert services["worker"]["environment"]["LIFECYCLE_KAFKA_USER"] == "worker"
-    assert services["topics"]["environment"]["LIFECYCLE_KAFKA_USER"] == security.ADMIN
-
-    server = (tmp_path / "broker" / "server.properties").read_text()
-    assert "listener.security.protocol.map=SECURE:SASL_SSL,SECURE_HOST:SASL_SSL,CONTROLLER:SSL" in server
-    creds = security.read_credentials(tmp_path / "clients" / "kafka-credentials")
-    assert broker.security_properties(broker.Secured(ensure_tls(tmp_path / "broker" / "tls"), creds["admin"]), ["SECURE", "SECURE_HOST"]) in server
-    args = (tmp_path / "broker" / "format.args").read_text()
-    assert all(f"name={p}," in args for p in security.PRINCIPALS)
-    for private in ("broker/server.properties", "broker/format.args", "broker/client.properties",
-                    "broker/tls/broker.pem", "clients/kafka-credentials"):  # fmt: skip
-        assert stat.S_IMODE((tmp_path / private).stat().st_mode) == 0o600, private
-    write_bundle(tmp_path)  # a second `up` keeps the passwords (they are formatted into the data)
-    assert security.read_credentials(tmp_path / "clients" / "kafka-credentials") == creds

@@ -22,7 +22,7 @@ from typing import Iterator
 import orjson
 import pytest
 
-from processors.policy import packaged_policy_text
+from streams.settings import packaged_policy_text
 from streams.plumbing.reading import read_entries, read_topic
 from streams.plumbing.upstream import publish_lines
 from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 import pytest
 
-from hostile_cases import (
+from support.hostile import (
     NOW,
     SEED,
     Case,

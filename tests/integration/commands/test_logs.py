@@ -25,7 +25,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from processors.policy import DAY_MS, load_policy
+from processors.policy import DAY_MS
+from streams.settings import load_policy
 from streams.plumbing.reading import read_topic
 from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings

@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from processors import fold as lifecycle
-from processors.policy import load_policy
+from streams.settings import load_policy
 from processors.shredding import new_master_key_text
 from streams.broker import local as broker
 from processors.messages import downstream_of
@@ -37,7 +37,8 @@ from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 from streams.plumbing.topics import ensure_topics
 
-from conftest import _free_port_pair, bearer, http_get, local_broker_settings
+from support.ports import free_port_pair, local_broker_settings
+from support.http import bearer, http_get
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ class Publisher(threading.Thread):
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[Settings]:
     """A broker of this test's own, since the test stops and restarts it."""
-    web = _free_port_pair()
+    web = free_port_pair()
     s = local_broker_settings(
         tmp_path / "home",
         web_port=web,
@@ -181,7 +182,7 @@ def test_two_workers_split_the_partitions_and_the_survivor_takes_over_a_killed_o
     urls: list[str] = []
 
     def worker(i: int) -> Any:
-        port = _free_port_pair()
+        port = free_port_pair()
         urls.append(f"http://127.0.0.1:{port}")
         own = dataclasses.replace(s, home=s.home / f"w{i}", web_port=port, worker_url=urls[-1])
         return spawn_worker(own, tmp_path / f"worker-{i}.log")

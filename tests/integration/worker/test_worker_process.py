@@ -27,7 +27,8 @@ from streams.commands.replay import run_replay
 from streams.worker.processes import lag, spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 
-from conftest import _free_port_pair, bearer, http_get
+from support.ports import free_port_pair
+from support.http import bearer, http_get
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +127,7 @@ def test_one_worker_per_home_one_per_port_and_the_demo_beside_them(settings: Set
         store = s.worker_dir / "store"
         assert store.is_dir()
 
-        port = _free_port_pair()
+        port = free_port_pair()
         same_home = dataclasses.replace(s, web_port=port, worker_url=f"http://127.0.0.1:{port}")
         second = cli(same_home, "worker", timeout=60)
         assert second.returncode == 2
@@ -200,7 +201,7 @@ def test_the_replay_never_mints_a_key_and_says_in_one_line_when_its_key_does_not
 
 
 def test_commands_say_in_one_line_that_no_broker_answers(tmp_path: Path) -> None:
-    port = _free_port_pair()
+    port = free_port_pair()
     nowhere = dataclasses.replace(Settings.from_env({}), bootstrap=f"127.0.0.1:{port}", home=tmp_path)
     events = tmp_path / "one.jsonl"
     events.write_bytes(collected("n1", "s-n", "r1", int(time.time() * 1000)))

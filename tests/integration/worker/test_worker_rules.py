@@ -42,14 +42,15 @@ from processors.fold import (
     new_state,
 )
 from processors.guard import screen
-from processors.policy import DAY_MS, load_policy
+from processors.policy import DAY_MS
+from streams.settings import load_policy
 from schemas.contract import parse_line, record_key
 from streams.plumbing.reading import latest_by_key, read_topic
 from streams.plumbing.upstream import publish_lines
 from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
 
-from conftest import bearer, http_get
+from support.http import bearer, http_get
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors.fold import Decision, Output, RecordChange, apply, export, new_state, next_deadline
-from processors.policy import Policy, load_policy
+from processors.policy import Policy
+from streams.settings import load_policy
 
 POLICY: Policy = load_policy()
 SID = "s-prop"

@@ -7,19 +7,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
+import processors
 from fideslang.default_taxonomy import DEFAULT_TAXONOMY
 
-from processors.policy import (
-    LEGAL_BASES,
-    Policy,
-    PolicyError,
-    add_months,
-    load_policy,
-    normalize_field_name,
-    parse_policy,
-)
+from processors.policy import LEGAL_BASES, Policy, PolicyError, add_months, normalize_field_name, parse_policy
+from streams.settings import load_policy
 
-PACKAGED = Path(__file__).resolve().parent.parent / "processors" / "policy.toml"
+PACKAGED = Path(processors.__file__).parent / "policy.toml"
 CATEGORIES = {c.fides_key for c in DEFAULT_TAXONOMY.data_category}
 USES = {u.fides_key for u in DEFAULT_TAXONOMY.data_use}
 

@@ -7,17 +7,14 @@ a refusal or a rectification destroys.
 
 from __future__ import annotations
 
-import base64
 import os
-import stat
-from pathlib import Path
 
 import pytest
 
 from processors import envelope
 from processors.fold import Decision, RecordChange, apply, new_state
-from processors.policy import Policy, load_policy
-from streams.settings import load_keyring
+from processors.policy import Policy
+from streams.settings import load_policy
 from processors.shredding import (
     KeyCache,
     Keyring,
@@ -25,10 +22,8 @@ from processors.shredding import (
     key_id_for,
     master_key_id,
     new_data_key,
-    new_master_key_text,
     open_field,
     open_fields,
-    parse_master_key,
     seal_fields,
 )
 
@@ -96,33 +91,6 @@ def test_rotation_rewraps_with_the_new_key_and_keeps_old_data_readable() -> None
     assert open_fields(sealed, {"s-1/e-1": opened}.get) == PERSONAL
     with pytest.raises(KeyringError, match="lacks"):
         after.unwrap("s-1/e-1", wrapped, wrapped_by)
-
-
-def test_master_key_errors_say_where_and_never_echo_the_key(tmp_path: Path) -> None:
-    short = base64.b64encode(b"x" * 16).decode()
-    with pytest.raises(KeyringError) as err:
-        parse_master_key(short, "LIFECYCLE_MASTER_KEY")
-    assert "LIFECYCLE_MASTER_KEY" in str(err.value) and "16 bytes" in str(err.value)
-    assert short not in str(err.value)
-    with pytest.raises(KeyringError, match="--dev"):
-        load_keyring("", None, None)
-    with pytest.raises(KeyringError, match="cannot read"):
-        load_keyring("", tmp_path / "missing", None)
-
-
-def test_key_sources_in_order_and_the_dev_key_is_private(tmp_path: Path) -> None:
-    text = new_master_key_text()
-    assert load_keyring(text, tmp_path / "ignored", None).keys == {master_key_id(parse_master_key(text, "")): parse_master_key(text, "")}
-    ring_file = tmp_path / "ring"
-    second = new_master_key_text()
-    ring_file.write_text(f"# current first\n{text}\n{second}\n")
-    ring = load_keyring("", ring_file, None)
-    assert ring.current == master_key_id(parse_master_key(text, "")) and len(ring.keys) == 2
-
-    dev = tmp_path / "home" / "master-key"
-    first = load_keyring("", None, dev)
-    assert stat.S_IMODE(dev.stat().st_mode) == 0o600
-    assert load_keyring("", None, dev).keys == first.keys  # created once, then reused
 
 
 def test_key_cache_is_bounded_and_forgets_destroyed_keys() -> None:

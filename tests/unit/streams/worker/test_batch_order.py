@@ -3,21 +3,23 @@
 No broker here on purpose: what is checked is the sequence of produce and flush calls the
 worker makes, recorded by a stand-in for its producer, and no broker could show it. That the
 messages arrive and fold right is for the integration tests (``test_worker_rules.py``,
-``test_failover.py``); this is the promise that no prefix of the sequence, all a killed worker
-leaves behind, holds a log entry whose data key is not on the broker, or a subject's state
-ahead of the outputs it claims.
+``test_failover.py``), and what a kill after each step leaves is ``test_crash_points.py``'s; this
+is the promise, read off the sequence itself, that no prefix of it holds a log entry whose data
+key is not on the broker, or a subject's state ahead of the outputs it claims. The views read
+the tables between batches; what they answer while a batch waits is here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+import time
 from typing import Any
 
 import pytest
 
 from processors.envelope import key_of
-from processors.policy import load_policy
+from streams.settings import load_policy
 from processors.shredding import Keyring, new_data_key
 from streams.plumbing.topics import changelog_topic
 from streams.worker.loop import Worker
@@ -25,69 +27,21 @@ from schemas.contract import parse_line
 from schemas.codec import decode, encode
 from streams.settings import Settings
 from streams.plumbing.topics import partition_for
-
-
-class Recorder:
-    """A producer that remembers what was sent, and where the flushes fell, in one list."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, bytes | None, bytes | None, int]] = []
-
-    def produce(self, topic: str, value: bytes | None, key: bytes | None, partition: int = -1, headers: Any = None) -> None:
-        self.calls.append((topic, key, value, partition))
-
-    def flush(self, timeout: float = -1) -> int:
-        self.calls.append(("FLUSH", None, None, -1))
-        return 0
-
-    def poll(self, timeout: float = 0) -> int:
-        return 0
-
-
-@dataclasses.dataclass
-class Message:
-    t: str
-    p: int
-    o: int
-    k: bytes
-    v: bytes
-
-    def topic(self) -> str:
-        return self.t
-
-    def partition(self) -> int:
-        return self.p
-
-    def offset(self) -> int:
-        return self.o
-
-    def key(self) -> bytes:
-        return self.k
-
-    def value(self) -> bytes:
-        return self.v
-
-    def error(self) -> None:
-        return None
-
-    def headers(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        import time
-
-        return 2, int(time.time() * 1000)  # LogAppendTime, as lifecycle.ingest stamps it
+from support.kafka import Broker, MemoryKafka, Message
 
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Any:
-    settings = dataclasses.replace(Settings.from_env({}), bootstrap="127.0.0.1:1", home=tmp_path, store="memory://")
-    w = Worker(settings, load_policy(), Keyring.of(new_data_key()))
-    w.producer = Recorder()
+    settings = dataclasses.replace(Settings.from_env({}), home=tmp_path, store="memory://")
+    w = Worker(settings, load_policy(), Keyring.of(new_data_key()), clients=MemoryKafka(Broker(settings.partitions)))
     w.owned = set(range(settings.partitions))
     w.chain_heads = {p: b"" for p in range(settings.partitions)}
-    yield w
-    w.consumer.close()
+    return w
+
+
+def calls(worker: Worker) -> list[tuple[str, str, bytes | None, bytes | None]]:
+    """The worker's sends and flushes, in order: (kind, topic, key, value)."""
+    return worker.kafka.steps.calls  # type: ignore[attr-defined, no-any-return]
 
 
 def line(**fields: object) -> dict:
@@ -100,7 +54,7 @@ def messages(worker: Worker, events: list[dict]) -> list[Message]:
     out = []
     for i, e in enumerate(events):
         key = e["subject_id"].encode()
-        out.append(Message(worker.t_ingest, partition_for(key, worker.settings.partitions), i, key, encode(e)))  # type: ignore[arg-type]
+        out.append(Message(worker.t_ingest, partition_for(key, worker.settings.partitions), i, key, encode(e), ts=int(time.time() * 1000)))
     return out
 
 
@@ -112,10 +66,10 @@ def test_a_log_entry_leaves_only_after_the_data_key_it_is_sealed_under(worker: W
         for i in range(6)
     ]  # fmt: skip
     worker.process(messages(worker, events))
-    calls = worker.producer.calls  # type: ignore[attr-defined]
-    flushes = [i for i, c in enumerate(calls) if c[0] == "FLUSH"]
-    key_sent = {c[1].decode(): i for i, c in enumerate(calls) if c[0] == worker.t_keys and c[2] is not None}  # type: ignore[union-attr]
-    entries = [(i, decode(c[2])) for i, c in enumerate(calls) if c[0] == worker.t_events]
+    sent = calls(worker)
+    flushes = [i for i, c in enumerate(sent) if c[0] == "flush"]
+    key_sent = {c[2].decode(): i for i, c in enumerate(sent) if c[1] == worker.t_keys and c[3] is not None}  # type: ignore[union-attr]
+    entries = [(i, decode(c[3])) for i, c in enumerate(sent) if c[1] == worker.t_events]
     assert len(entries) == 6 and len(key_sent) == 6
     for i, entry in entries:
         assert entry is not None
@@ -135,11 +89,11 @@ def test_a_state_leaves_only_after_everything_it_claims(worker: Worker) -> None:
              legal_basis="consent", fields={"email": "s1@example.com"}),
     ]  # fmt: skip
     worker.process(messages(worker, events))
-    calls = worker.producer.calls  # type: ignore[attr-defined]
-    state_at = min(i for i, c in enumerate(calls) if c[0] == changelog_topic(worker.settings))
-    last_output = max(i for i, c in enumerate(calls) if c[0] in (worker.t_events, worker.t_records, worker.t_consent, worker.t_keys))
-    assert any(last_output < f < state_at for f in (i for i, c in enumerate(calls) if c[0] == "FLUSH"))
-    assert calls[-1][0] == "FLUSH"  # and the batch returns with its states acknowledged
+    sent = calls(worker)
+    state_at = min(i for i, c in enumerate(sent) if c[1] == changelog_topic(worker.settings))
+    last_output = max(i for i, c in enumerate(sent) if c[1] in (worker.t_events, worker.t_records, worker.t_consent, worker.t_keys))
+    assert any(last_output < f < state_at for f in (i for i, c in enumerate(sent) if c[0] == "flush"))
+    assert sent[-1][0] == "flush"  # and the batch returns with its states acknowledged
 
 
 def test_a_view_asked_while_a_batch_waits_for_the_broker_says_so_instead_of_hanging(

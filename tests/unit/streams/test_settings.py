@@ -1,0 +1,165 @@
+"""Access control on the local broker (``lifecycle broker start --secure``), on the real thing.
+
+One secured broker for the module: SASL/SCRAM-SHA-512 over TLS, the ACLs of ``streams/broker/acls.py``.
+Every principal does what its role needs, and every step outside it is refused: an
+authorization error from the project's readers, producers and admin calls, never an empty
+read (a subscribing kafka-python consumer reads nothing and logs why). A wrong password, a
+plaintext client on the TLS port and a client that does not trust our CA never get in. No
+password shows up in a log or a message, and the files holding them are the user's alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import stat
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+import streams
+
+from processors.shredding import KeyringError, master_key_id, new_master_key_text, parse_master_key
+from streams.settings import load_keyring
+from kafka.errors import AuthorizationError
+
+from streams.broker import local as broker
+from streams.plumbing import admin, security
+from streams.settings import Settings, SettingsError
+from streams.broker.tls import ensure_tls
+
+
+
+def passwords(s: Settings) -> dict[str, str]:
+    return security.read_credentials(s.home / "kafka-credentials")
+
+
+# -- what each principal may do ----------------------------------------------------------
+
+
+# -- what each principal may not do ------------------------------------------------------
+
+
+def refused(exc: BaseException) -> bool:
+    """An authorization error, possibly wrapped: a producer with WRITE on no topic at all (the
+    auditor) is refused its producer id first, which kafka-python reports inside a KafkaError."""
+    return isinstance(exc, AuthorizationError) or "AuthorizationFailedError" in str(exc)
+
+
+# -- who gets in at all ------------------------------------------------------------------
+
+
+# -- the worker, end to end over SASL_SSL -------------------------------------------------
+
+
+# -- secrets stay secret; a secured home stays secured ------------------------------------
+
+
+# -- no broker needed ---------------------------------------------------------------------
+
+
+def test_without_a_principal_clients_stay_plaintext() -> None:
+    s = Settings()
+    assert security.client_kwargs(s) == {} and security.librdkafka_security(s) == {}
+    assert admin.check_topic_access(s.bootstrap, "any", {}) is None
+
+
+def test_security_settings_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "LIFECYCLE_HOME": str(tmp_path),
+        "LIFECYCLE_KAFKA_USER": "worker",
+        "LIFECYCLE_KAFKA_PASSWORD": "pw-from-env",
+        "LIFECYCLE_KAFKA_CA": str(tmp_path / "ca.pem"),
+    }
+    s = Settings.from_env(env)
+    assert (s.kafka_user, s.kafka_password, s.kafka_ca) == ("worker", "pw-from-env", tmp_path / "ca.pem")
+    assert Settings.from_env(s.to_env()) == s  # what a spawned worker receives
+    assert "pw-from-env" not in repr(s)
+    with pytest.raises(SettingsError, match="no CA certificate"):
+        security.client_kwargs(s)
+    (tmp_path / "ca.pem").write_text("x")
+    assert security.client_kwargs(s)["sasl_plain_password"] == "pw-from-env"
+
+    # no password given: the one `broker start --secure` wrote into the home
+    security.ensure_credentials(tmp_path / "kafka-credentials")
+    s = Settings.from_env({k: v for k, v in env.items() if k != "LIFECYCLE_KAFKA_PASSWORD"})
+    assert security.password(s) == passwords(s)["worker"]
+    with pytest.raises(SettingsError, match=r"^LIFECYCLE_KAFKA_USER=nobody: no password") as info:
+        security.password(dataclasses.replace(s, kafka_user="nobody"))
+    assert all(p not in str(info.value) for p in passwords(s).values())
+
+
+def test_compose_runs_the_files_its_secrets_service_writes(tmp_path: Path) -> None:
+    """docker-compose.yml cannot run without Docker: at least it must use the files that
+    ``python -m streams.broker.compose`` writes, for the users that own them, with the same
+    access-control config as the broker the tests above run."""
+    import re
+
+    import yaml
+
+    project = Path(streams.__file__).resolve().parent.parent  # the checkout
+    compose = yaml.safe_load((project / "docker-compose.yml").read_text())
+    services = compose["services"]
+    secrets = services["secrets"]["command"]
+    root = Path(secrets[secrets.index("streams.broker.compose") + 1])
+    client_uid = int(secrets[secrets.index("--client-uid") + 1])
+    assert re.search(rf"--uid {client_uid}\b", (project / "Dockerfile").read_text())
+    assert services["kafka"]["user"] == secrets[secrets.index("--kafka-uid") + 1]
+
+    from streams.broker.compose import write_bundle
+
+    write_bundle(tmp_path)
+    used = " ".join(
+        [*services["kafka"]["command"], *services["kafka"]["healthcheck"]["test"],
+         *(services[n]["environment"][v] for n in ("topics", "worker") for v in ("LIFECYCLE_KAFKA_CREDENTIALS", "LIFECYCLE_KAFKA_CA"))]
+    )  # fmt: skip
+    paths = set(re.findall(rf"{re.escape(str(root))}/[\w./-]+", used))
+    assert len(paths) == 5
+    for path in paths:
+        assert (tmp_path / Path(path).relative_to(root)).is_file(), path
+    assert services["worker"]["environment"]["LIFECYCLE_KAFKA_USER"] == "worker"
+    assert services["topics"]["environment"]["LIFECYCLE_KAFKA_USER"] == security.ADMIN
+
+    server = (tmp_path / "broker" / "server.properties").read_text()
+    assert "listener.security.protocol.map=SECURE:SASL_SSL,SECURE_HOST:SASL_SSL,CONTROLLER:SSL" in server
+    creds = security.read_credentials(tmp_path / "clients" / "kafka-credentials")
+    assert broker.security_properties(broker.Secured(ensure_tls(tmp_path / "broker" / "tls"), creds["admin"]), ["SECURE", "SECURE_HOST"]) in server
+    args = (tmp_path / "broker" / "format.args").read_text()
+    assert all(f"name={p}," in args for p in security.PRINCIPALS)
+    for private in ("broker/server.properties", "broker/format.args", "broker/client.properties",
+                    "broker/tls/broker.pem", "clients/kafka-credentials"):  # fmt: skip
+        assert stat.S_IMODE((tmp_path / private).stat().st_mode) == 0o600, private
+    write_bundle(tmp_path)  # a second `up` keeps the passwords (they are formatted into the data)
+    assert security.read_credentials(tmp_path / "clients" / "kafka-credentials") == creds
+
+
+# -- the master keyring -------------------------------------------------------------------
+
+
+def test_master_key_errors_say_where_and_never_echo_the_key(tmp_path: Path) -> None:
+    short = base64.b64encode(b"x" * 16).decode()
+    with pytest.raises(KeyringError) as err:
+        parse_master_key(short, "LIFECYCLE_MASTER_KEY")
+    assert "LIFECYCLE_MASTER_KEY" in str(err.value) and "16 bytes" in str(err.value)
+    assert short not in str(err.value)
+    with pytest.raises(KeyringError, match="--dev"):
+        load_keyring("", None, None)
+    with pytest.raises(KeyringError, match="cannot read"):
+        load_keyring("", tmp_path / "missing", None)
+
+
+def test_key_sources_in_order_and_the_dev_key_is_private(tmp_path: Path) -> None:
+    text = new_master_key_text()
+    assert load_keyring(text, tmp_path / "ignored", None).keys == {master_key_id(parse_master_key(text, "")): parse_master_key(text, "")}
+    ring_file = tmp_path / "ring"
+    second = new_master_key_text()
+    ring_file.write_text(f"# current first\n{text}\n{second}\n")
+    ring = load_keyring("", ring_file, None)
+    assert ring.current == master_key_id(parse_master_key(text, "")) and len(ring.keys) == 2
+
+    dev = tmp_path / "home" / "master-key"
+    first = load_keyring("", None, dev)
+    assert stat.S_IMODE(dev.stat().st_mode) == 0o600
+    assert load_keyring("", None, dev).keys == first.keys
+
