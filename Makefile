@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help demo test install clean
+.PHONY: help demo test test-unit lint format bench install clean
 
 help:  ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,5 +23,20 @@ demo: $(STAMP)  ## run the whole pipeline once on the sample history
 test: $(STAMP)  ## the whole test suite, integration tests on a real local Kafka included
 	$(BIN)/pytest
 
+test-unit: $(STAMP)  ## the unit tests only: no broker, well under a minute
+	$(BIN)/pytest tests/unit
+
+lint: $(STAMP)  ## ruff (lint, and formatting checked) and mypy (strict), as CI runs them
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)  ## lifecycle bench with its default sizes (a few minutes)
+	$(BIN)/lifecycle bench
+
 clean:  ## remove the virtualenv and caches (not the broker's data or the jar cache)
-	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache *.egg-info

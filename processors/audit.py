@@ -40,14 +40,15 @@ from processors import fold as lifecycle
 from processors.chain import GENESIS, link
 from processors.envelope import keys_of
 from processors.policy import Policy
+from processors.state import Event, State
 
 Entry = tuple[int, int, "bytes | None"]
 """(offset, Kafka timestamp ms, value bytes) of one log entry."""
 
-Decode = Callable[[bytes, int, int], dict]
+Decode = Callable[[bytes, int, int], Event]
 """(value, partition, offset) -> event dict; raises ValueError on a bad entry."""
 
-Encode = Callable[[dict], bytes]
+Encode = Callable[[Event], bytes]
 
 MAX_LISTED = 200
 
@@ -71,7 +72,7 @@ class Audit:
     decode: Decode
     encode: Encode
     skew_ms: int = 300_000  # the clock skew the guard allowed (LIFECYCLE_CLOCK_SKEW_MS)
-    states: dict[str, dict] = field(default_factory=dict)
+    states: dict[str, State] = field(default_factory=dict)
     mismatches: list[Mismatch] = field(default_factory=list)
     events_read: int = 0
     decisions_recorded: int = 0
@@ -81,7 +82,7 @@ class Audit:
     erasures: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # decision id -> (subject, keys)
     destroyed: dict[str, tuple[int, int]] = field(default_factory=dict)  # key id -> where destroyed
     sealed_keys: dict[str, set[str]] = field(default_factory=dict)  # subject -> key ids of its envelopes
-    _pending: dict[str, tuple[str, dict, int]] = field(default_factory=dict)  # id -> (subject, decision, partition)
+    _pending: dict[str, tuple[str, Event, int]] = field(default_factory=dict)  # id -> (subject, decision, partition)
     _matched: dict[str, bytes] = field(default_factory=dict)
 
     # -- per partition ------------------------------------------------------------------
@@ -108,7 +109,13 @@ class Audit:
             if event["type"] in lifecycle.DECISION_TYPES:
                 self.decisions_recorded += 1
                 if event.get("chain", "") != link(head):
-                    self._miss("chain_broken", partition, offset, event, "the previous decision of this partition is not the one it chains to")
+                    self._miss(
+                        "chain_broken",
+                        partition,
+                        offset,
+                        event,
+                        "the previous decision of this partition is not the one it chains to",
+                    )
                 head = value
                 self._judge(event, value, partition, offset)
             else:
@@ -149,13 +156,13 @@ class Audit:
         for subject, now in ticks:
             self._fold({"type": "Tick", "subject_id": subject, "after": after}, now, partition, after)
 
-    def _state(self, subject: str) -> dict:
+    def _state(self, subject: str) -> State:
         state = self.states.get(subject)
         if state is None:
             state = self.states[subject] = lifecycle.new_state(subject)
         return state
 
-    def _fold(self, event: dict, now: int, partition: int, offset: int) -> None:
+    def _fold(self, event: Event, now: int, partition: int, offset: int) -> None:
         subject = event["subject_id"]
         fields = event.get("fields")
         if fields:
@@ -165,7 +172,7 @@ class Audit:
             if isinstance(out, lifecycle.Decision):
                 self._pending[out.event["event_id"]] = (subject, out.event, partition)
 
-    def _judge(self, recorded: dict, value: bytes, partition: int, offset: int) -> None:
+    def _judge(self, recorded: Event, value: bytes, partition: int, offset: int) -> None:
         eid = recorded["event_id"]
         body = _without_chain(recorded)
         found = self._pending.pop(eid, None)
@@ -176,7 +183,9 @@ class Audit:
             elif first is not None:
                 self._miss("differs", partition, offset, recorded, "a second copy of this decision says something else")
             else:
-                self._miss("not_rederived", partition, offset, recorded, f"no event before it leads the fold to a {recorded['type']}")
+                self._miss(
+                    "not_rederived", partition, offset, recorded, f"no event before it leads the fold to a {recorded['type']}"
+                )
         else:
             _, derived, _ = found
             expected = _without_chain(self.decode(self.encode(derived), partition, offset))
@@ -193,16 +202,16 @@ class Audit:
         # what the log says was decided is what the live fold went on from
         lifecycle.apply(self._state(recorded["subject_id"]), recorded, recorded["occurred_at"], self.policy)
 
-    def _canonical(self, body: dict) -> bytes:
+    def _canonical(self, body: Event) -> bytes:
         return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
-    def _miss(self, kind: str, partition: int, offset: int, event: dict | None = None, detail: str = "") -> None:
+    def _miss(self, kind: str, partition: int, offset: int, event: Event | None = None, detail: str = "") -> None:
         ev = event or {}
         self.mismatches.append(
             Mismatch(kind, partition, offset, str(ev.get("subject_id", "")), str(ev.get("event_id", "")), detail)
         )
 
-    def merge(self, other: "Audit") -> None:
+    def merge(self, other: Audit) -> None:
         """Take in the audit of other partitions, made apart (another process): partitions are
         independent (each has its own chain, and a subject lives in one), so their results add."""
         self.states.update(other.states)
@@ -242,10 +251,10 @@ class Audit:
             if not (set(keys) | needed) & live:
                 proven += 1
         for subject, sealed in sorted(self.sealed_keys.items()):
-            state = self.states.get(subject)
-            if state is None:
+            held = self.states.get(subject)
+            if held is None:
                 continue
-            for key_id in sorted((sealed - set(state["keys"])) & live):
+            for key_id in sorted((sealed - set(held["keys"])) & live):
                 if key_id not in self.destroyed:
                     self.mismatches.append(Mismatch("key_survives", -1, -1, subject, "", key_id))
         return {
@@ -263,5 +272,5 @@ class Audit:
         }
 
 
-def _without_chain(event: dict) -> dict:
+def _without_chain(event: Event) -> Event:
     return {k: v for k, v in event.items() if k != "chain"}

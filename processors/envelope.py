@@ -79,4 +79,3 @@ def keys_of(fields: Mapping[str, str] | None) -> set[str]:
             if k is not None:
                 out.add(k)
     return out
-

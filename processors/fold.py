@@ -43,10 +43,12 @@ Choices the design left open, made here:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from processors.envelope import keys_of
 from processors.policy import DAY_MS, Policy, add_months, month_table
+from processors.state import ConsentEntry, ConsentSnapshot, Erasure, Event, RecordValue, Request, State, StoppedEntry
 from schemas import DECISION_EVENTS
 
 SOURCE = "lifecycle"
@@ -81,23 +83,23 @@ class RecordChange(NamedTuple):
 
     subject_id: str
     record_id: str
-    value: dict | None
+    value: RecordValue | None
 
 
 class ConsentChange(NamedTuple):
     """Upsert (value) or tombstone (None) for ``lifecycle.consent`` key ``subject_id``."""
 
     subject_id: str
-    value: dict | None
+    value: ConsentSnapshot | None
 
 
 class Decision(NamedTuple):
     """A decision event, to be appended to ``lifecycle.events`` (and read back as a no-op)."""
 
-    event: dict
+    event: Event
 
 
-Output = Union[RecordChange, ConsentChange, Decision]
+Output = RecordChange | ConsentChange | Decision
 
 # Named tuples rather than frozen dataclasses: immutable all the same, and built in a third
 # of the time (a dataclass's __init__ sets each field through object.__setattr__), which
@@ -106,11 +108,11 @@ Output = Union[RecordChange, ConsentChange, Decision]
 _new = tuple.__new__
 
 
-def _rc(subject_id: str, record_id: str, value: dict | None) -> RecordChange:
+def _rc(subject_id: str, record_id: str, value: RecordValue | None) -> RecordChange:
     return _new(RecordChange, (subject_id, record_id, value))
 
 
-def _cc(subject_id: str, value: dict | None) -> ConsentChange:
+def _cc(subject_id: str, value: ConsentSnapshot | None) -> ConsentChange:
     return _new(ConsentChange, (subject_id, value))
 
 
@@ -119,7 +121,7 @@ def _cc(subject_id: str, value: dict | None) -> ConsentChange:
 # --------------------------------------------------------------------------------------
 
 
-def new_state(subject_id: str) -> dict:
+def new_state(subject_id: str) -> State:
     """The state of a subject nothing is known about yet."""
     return {
         "subject_id": subject_id,
@@ -145,8 +147,8 @@ def new_state(subject_id: str) -> dict:
     }
 
 
-def _decision(state: dict, typ: str, event_id: str, at: int, cause: str, extra: dict) -> Decision:
-    ev = {
+def _decision(state: State, typ: str, event_id: str, at: int, cause: str, extra: dict[str, Any]) -> Decision:
+    ev: Event = {
         "type": typ,
         "event_id": event_id,
         "subject_id": state["subject_id"],
@@ -159,26 +161,29 @@ def _decision(state: dict, typ: str, event_id: str, at: int, cause: str, extra: 
     return _new(Decision, (ev,))
 
 
-def _reject(
-    state: dict, cause: str, disc: str, at: int, reason: str, request_id: str = "", record_id: str = ""
-) -> Decision:
+def _reject(state: State, cause: str, disc: str, at: int, reason: str, request_id: str = "", record_id: str = "") -> Decision:
     return _decision(
         state,
         "RequestRejected",
         f"{cause}/RequestRejected/{disc}",
         at,
         cause,
-        {"request_id": request_id, "record_id": record_id, "reason": reason, "keys_destroyed": _shred(state) if state["keys"] else []},
+        {
+            "request_id": request_id,
+            "record_id": record_id,
+            "reason": reason,
+            "keys_destroyed": _shred(state) if state["keys"] else [],
+        },
     )
 
 
-def _tombstone(state: dict, record_id: str) -> RecordChange:
+def _tombstone(state: State, record_id: str) -> RecordChange:
     del state["records"][record_id]
     state["retained"].pop(record_id, None)
     return _rc(state["subject_id"], record_id, None)
 
 
-def _shred(state: dict) -> list[str]:
+def _shred(state: State) -> list[str]:
     """Destroy every data key of the subject that no live data needs any more.
 
     Live data is the records held (retained ones included) and the fields of rectifications
@@ -200,17 +205,19 @@ def _shred(state: dict) -> list[str]:
     return gone
 
 
-def _replace(state: dict, rec: dict, at: int, cause: str, **changes: Any) -> RecordChange:
-    new = dict(rec)
-    new.update(changes)
+def _replace(state: State, rec: RecordValue, at: int, cause: str, **changes: Any) -> RecordChange:
+    new = rec.copy()
+    new.update(changes)  # type: ignore[typeddict-item]  # the keyword names are RecordValue's
     new["updated_at"] = at
     new["caused_by"] = cause
     state["records"][rec["record_id"]] = new
     return _rc(state["subject_id"], rec["record_id"], new)
 
 
-def _set_snapshot(state: dict, purposes: dict, stopped: dict, at: int, cause: str) -> ConsentChange:
-    snap = {
+def _set_snapshot(
+    state: State, purposes: dict[str, ConsentEntry], stopped: dict[str, StoppedEntry], at: int, cause: str
+) -> ConsentChange:
+    snap: ConsentSnapshot = {
         "subject_id": state["subject_id"],
         "purposes": purposes,
         "stopped": stopped,
@@ -226,7 +233,7 @@ def _set_snapshot(state: dict, purposes: dict, stopped: dict, at: int, cause: st
 # --------------------------------------------------------------------------------------
 
 
-def _deadline(state: dict, rec: dict, policy: Policy) -> int | None:
+def _deadline(state: State, rec: RecordValue, policy: Policy) -> int | None:
     """When a record expires, given the relationships so far (None while one is active)."""
     if state["active_relationships"]:
         return None
@@ -234,28 +241,28 @@ def _deadline(state: dict, rec: dict, policy: Policy) -> int | None:
     end = state["last_relationship_end"]
     ended_after = end is not None and end >= collected
     if policy.is_obligation(rec["category"], rec["legal_basis"]):
-        return policy.post_contract_deadline(end if ended_after else collected)
+        return policy.post_contract_deadline(end if end is not None and ended_after else collected)
     d = policy.no_relationship_deadline(collected)
-    if ended_after:
+    if end is not None and ended_after:
         g = policy.grace_deadline(end)
         if g > d:
             return g
     return d
 
 
-def _expiry_reason(state: dict, rec: dict, policy: Policy) -> str:
+def _expiry_reason(state: State, rec: RecordValue, policy: Policy) -> str:
     if rec["record_id"] in state["retained"]:
         return "obligation_ended"
     end = state["last_relationship_end"]
     ended_after = end is not None and end >= rec["collected_at"]
     if policy.is_obligation(rec["category"], rec["legal_basis"]):
         return "post_contract" if ended_after else "obligation_ended"
-    if ended_after and policy.grace_deadline(end) > policy.no_relationship_deadline(rec["collected_at"]):
+    if end is not None and ended_after and policy.grace_deadline(end) > policy.no_relationship_deadline(rec["collected_at"]):
         return "post_contract"
     return "no_relationship"
 
 
-def _refresh_deadlines(state: dict, at: int, cause: str, policy: Policy) -> list[Output]:
+def _refresh_deadlines(state: State, at: int, cause: str, policy: Policy) -> list[Output]:
     out: list[Output] = []
     records = state["records"]
     for rid in sorted(records):
@@ -269,7 +276,7 @@ def _refresh_deadlines(state: dict, at: int, cause: str, policy: Policy) -> list
     return out
 
 
-def _expire(state: dict, rec: dict, at: int, cause: str, reason: str, out: list[Output]) -> None:
+def _expire(state: State, rec: RecordValue, at: int, cause: str, reason: str, out: list[Output]) -> None:
     rid = rec["record_id"]
     deadline = rec["retention_deadline"]
     if cause.startswith(TIMER):
@@ -294,7 +301,7 @@ def _expire(state: dict, rec: dict, at: int, cause: str, reason: str, out: list[
     )
 
 
-def _obligation_runs(rec: dict, at: int, policy: Policy) -> bool:
+def _obligation_runs(rec: RecordValue, at: int, policy: Policy) -> bool:
     if not policy.is_obligation(rec["category"], rec["legal_basis"]):
         return False
     d = rec["retention_deadline"]
@@ -306,7 +313,7 @@ def _obligation_runs(rec: dict, at: int, policy: Policy) -> bool:
 # --------------------------------------------------------------------------------------
 
 
-def _on_collected(state: dict, ev: dict, policy: Policy) -> list[Output]:
+def _on_collected(state: State, ev: Event, policy: Policy) -> list[Output]:
     # the hot path: most events are collections, so the common case is written out inline
     purpose = ev["purpose"]
     category = ev["category"]
@@ -339,7 +346,7 @@ def _on_collected(state: dict, ev: dict, policy: Policy) -> list[Output]:
         return [_reject(state, ev["event_id"], rid, at, reason, record_id=rid)]
 
     sid = state["subject_id"]
-    rec = {
+    rec: RecordValue = {
         "subject_id": sid,
         "record_id": rid,
         "category": category,
@@ -378,7 +385,7 @@ def _on_collected(state: dict, ev: dict, policy: Policy) -> list[Output]:
     return [_new(RecordChange, (sid, rid, rec))]
 
 
-def _covering_erasure(state: dict, collected_at: int) -> dict | None:
+def _covering_erasure(state: State, collected_at: int) -> Erasure | None:
     """The executed erasure that covers data collected at ``collected_at``, if any: the latest
     one, when the data was collected before it (by the erasure's time, which is when the
     subject's identity was verified for it, so a backfilled history decides as it did then)."""
@@ -386,7 +393,7 @@ def _covering_erasure(state: dict, collected_at: int) -> dict | None:
     return latest if collected_at < latest["at"] else None
 
 
-def _arrived_late(state: dict, ev: dict, rec: dict, erasure: dict, policy: Policy) -> list[Output]:
+def _arrived_late(state: State, ev: Event, rec: RecordValue, erasure: Erasure, policy: Policy) -> list[Output]:
     """Data collected before an erasure ran, delivered after it: the erasure covers it.
 
     Why: the subject asked that everything held about them be erased, and this data was held
@@ -418,7 +425,9 @@ def _arrived_late(state: dict, ev: dict, rec: dict, erasure: dict, policy: Polic
     return [_rc(state["subject_id"], rid, rec)]
 
 
-def _set_consent(state: dict, ev: dict, updates: dict[str, tuple[str, str | None]], stopped: dict | None = None) -> ConsentChange:
+def _set_consent(
+    state: State, ev: Event, updates: dict[str, tuple[str, str | None]], stopped: dict[str, StoppedEntry] | None = None
+) -> ConsentChange:
     """Record consent entries {purpose: (status, legal_basis)} from one event, with history."""
     at = ev["occurred_at"]
     eid = ev["event_id"]
@@ -427,7 +436,7 @@ def _set_consent(state: dict, ev: dict, updates: dict[str, tuple[str, str | None
     purposes = dict(snap["purposes"]) if snap is not None else {}
     history = state["consent_history"]
     for purpose, (status, basis) in updates.items():
-        entry = {"status": status, "legal_basis": basis, "at": at, "event_id": eid, "source": source}
+        entry: ConsentEntry = {"status": status, "legal_basis": basis, "at": at, "event_id": eid, "source": source}
         purposes[purpose] = entry
         trail = history.get(purpose)
         if trail is None:
@@ -439,7 +448,7 @@ def _set_consent(state: dict, ev: dict, updates: dict[str, tuple[str, str | None
     return _set_snapshot(state, purposes, stopped, at, eid)
 
 
-def _restrict_purpose(state: dict, purpose: str, at: int, cause: str) -> list[Output]:
+def _restrict_purpose(state: State, purpose: str, at: int, cause: str) -> list[Output]:
     """Bring the ``restricted`` flag of the purpose's records in line with the stops."""
     out: list[Output] = []
     snap = state["consent"]
@@ -456,7 +465,7 @@ def _restrict_purpose(state: dict, purpose: str, at: int, cause: str) -> list[Ou
     return out
 
 
-def _on_consent(state: dict, ev: dict, policy: Policy) -> list[Output]:
+def _on_consent(state: State, ev: Event, policy: Policy) -> list[Output]:
     purpose = ev["purpose"]
     p = policy.purposes.get(purpose)
     if p is None or p.forbidden is not None:
@@ -468,7 +477,7 @@ def _on_consent(state: dict, ev: dict, policy: Policy) -> list[Output]:
         # the hot path (a subject who consented before), written out inline
         at = ev["occurred_at"]
         eid = ev["event_id"]
-        entry = {
+        entry: ConsentEntry = {
             "status": "withdrawn" if ev["type"] == "ConsentWithdrawn" else "granted",
             "legal_basis": p.legal_basis,
             "at": at,
@@ -502,7 +511,7 @@ def _on_consent(state: dict, ev: dict, policy: Policy) -> list[Output]:
     return out
 
 
-def _on_unsubscribed(state: dict, ev: dict, policy: Policy) -> list[Output]:
+def _on_unsubscribed(state: State, ev: Event, policy: Policy) -> list[Output]:
     channel = ev["channel"]
     purposes = policy.channels.get(channel)
     if not purposes:
@@ -519,7 +528,7 @@ def _on_unsubscribed(state: dict, ev: dict, policy: Policy) -> list[Output]:
     return [_set_consent(state, ev, updates)] if updates else []
 
 
-def _on_relationship_started(state: dict, ev: dict, policy: Policy) -> list[Output]:
+def _on_relationship_started(state: State, ev: Event, policy: Policy) -> list[Output]:
     rels = state["relationships"]
     rel = rels.get(ev["relationship_id"])
     if rel is not None and rel["ended_at"] is None:
@@ -532,7 +541,7 @@ def _on_relationship_started(state: dict, ev: dict, policy: Policy) -> list[Outp
     return _refresh_deadlines(state, ev["occurred_at"], ev["event_id"], policy)
 
 
-def _on_relationship_ended(state: dict, ev: dict, policy: Policy) -> list[Output]:
+def _on_relationship_ended(state: State, ev: Event, policy: Policy) -> list[Output]:
     at = ev["occurred_at"]
     rels = state["relationships"]
     rel = rels.get(ev["relationship_id"])
@@ -550,14 +559,14 @@ def _on_relationship_ended(state: dict, ev: dict, policy: Policy) -> list[Output
     return _refresh_deadlines(state, at, ev["event_id"], policy)
 
 
-def _on_hold_placed(state: dict, ev: dict, policy: Policy) -> list[Output]:
+def _on_hold_placed(state: State, ev: Event, policy: Policy) -> list[Output]:
     holds = state["holds"]
     if ev["hold_id"] not in holds:
         holds[ev["hold_id"]] = {"at": ev["occurred_at"], "reason": ev["reason"], "event_id": ev["event_id"]}
     return []
 
 
-def _on_hold_released(state: dict, ev: dict, policy: Policy) -> list[Output]:
+def _on_hold_released(state: State, ev: Event, policy: Policy) -> list[Output]:
     hid = ev["hold_id"]
     at = ev["occurred_at"]
     eid = ev["event_id"]
@@ -588,7 +597,7 @@ def _on_hold_released(state: dict, ev: dict, policy: Policy) -> list[Output]:
     return out
 
 
-def _on_verified(state: dict, ev: dict, policy: Policy) -> list[Output]:
+def _on_verified(state: State, ev: Event, policy: Policy) -> list[Output]:
     rid = ev["request_id"]
     verifications = state["verifications"]
     if rid in verifications:
@@ -600,7 +609,7 @@ def _on_verified(state: dict, ev: dict, policy: Policy) -> list[Output]:
     return _fulfil(state, rid, ev["occurred_at"], ev["event_id"], policy)
 
 
-def _new_request(rtype: str, at: int, eid: str, policy: Policy) -> dict:
+def _new_request(rtype: str, at: int, eid: str, policy: Policy) -> Request:
     return {
         "type": rtype,
         "received_at": at,
@@ -614,7 +623,7 @@ def _new_request(rtype: str, at: int, eid: str, policy: Policy) -> dict:
     }
 
 
-def _on_request(state: dict, ev: dict, policy: Policy) -> list[Output]:
+def _on_request(state: State, ev: Event, policy: Policy) -> list[Output]:
     rid = ev["request_id"]
     at = ev["occurred_at"]
     eid = ev["event_id"]
@@ -639,7 +648,7 @@ def _on_request(state: dict, ev: dict, policy: Policy) -> list[Output]:
     return []
 
 
-def _on_extended(state: dict, ev: dict, policy: Policy) -> list[Output]:
+def _on_extended(state: State, ev: Event, policy: Policy) -> list[Output]:
     rid = ev["request_id"]
     at = ev["occurred_at"]
     eid = ev["event_id"]
@@ -653,14 +662,14 @@ def _on_extended(state: dict, ev: dict, policy: Policy) -> list[Output]:
         reason = "request_closed"
     elif at >= req["deadline"]:
         reason = "deadline_passed"  # the notice must reach the subject within the first period
-    if reason is not None:
-        return [_reject(state, eid, rid, at, reason, request_id=rid)]
+    if reason is not None or req is None:
+        return [_reject(state, eid, rid, at, reason or "unknown_request", request_id=rid)]
     req["extended"] = {"at": at, "notice": ev["notice"], "event_id": eid}
     req["deadline"] = policy.request_deadline(req["received_at"], extended=True)
     return []
 
 
-def _on_ack(state: dict, ev: dict, policy: Policy) -> list[Output]:
+def _on_ack(state: State, ev: Event, policy: Policy) -> list[Output]:
     consumer = ev["consumer"]
     req_id = ev.get("request_id") or ""
     record_id = ev.get("record_id") or ""
@@ -693,12 +702,12 @@ def _on_ack(state: dict, ev: dict, policy: Policy) -> list[Output]:
     return out
 
 
-def _maybe_complete(state: dict, req_id: str, req: dict, ev: dict, out: list[Output]) -> None:
+def _maybe_complete(state: State, req_id: str, req: Request, ev: Event, out: list[Output]) -> None:
     if all(c in req["acks"] for c in req["consumers"]):
         _complete(state, req_id, req, ev["occurred_at"], ev["event_id"], out)
 
 
-def _complete(state: dict, req_id: str, req: dict, at: int, cause: str, out: list[Output]) -> None:
+def _complete(state: State, req_id: str, req: Request, at: int, cause: str, out: list[Output]) -> None:
     req["status"] = "completed"
     out.append(
         _decision(
@@ -717,13 +726,13 @@ def _complete(state: dict, req_id: str, req: dict, at: int, cause: str, out: lis
 # --------------------------------------------------------------------------------------
 
 
-def _close(req: dict, status: str, at: int, outcome: str | None) -> None:
+def _close(req: Request, status: str, at: int, outcome: str | None) -> None:
     req["status"] = status
     req["answered_at"] = at
     req["outcome"] = outcome
 
 
-def _fulfilled(state: dict, rid: str, req: dict, at: int, cause: str, emit: bool) -> list[Output]:
+def _fulfilled(state: State, rid: str, req: Request, at: int, cause: str, emit: bool) -> list[Output]:
     _close(req, "fulfilled", at, None)
     gone = _shred(state)  # a rectification may have replaced the last value a key decrypted
     if not emit:
@@ -740,7 +749,7 @@ def _fulfilled(state: dict, rid: str, req: dict, at: int, cause: str, emit: bool
     ]
 
 
-def _fulfil(state: dict, rid: str, at: int, cause: str, policy: Policy, emit: bool = True) -> list[Output]:
+def _fulfil(state: State, rid: str, at: int, cause: str, policy: Policy, emit: bool = True) -> list[Output]:
     """Answer a verified request (``emit=False``: apply a recorded answer's effect only)."""
     req = state["requests"][rid]
     rtype = req["type"]
@@ -766,15 +775,15 @@ def _fulfil(state: dict, rid: str, at: int, cause: str, policy: Policy, emit: bo
     if rtype == "rectification":
         record_id = req["record_id"]
         fields = req.pop("fields", None) or {}
-        rec = state["records"].get(record_id)
-        if rec is None:
+        held = state["records"].get(record_id)
+        if held is None:
             _close(req, "rejected", at, "unknown_record")
             if not emit:
                 return []
             return [_reject(state, cause, rid, at, "unknown_record", request_id=rid, record_id=record_id)]
-        merged = dict(rec["fields"])
+        merged = dict(held["fields"])
         merged.update(fields)
-        return [_replace(state, rec, at, cause, fields=merged)] + _fulfilled(state, rid, req, at, cause, emit)
+        return [_replace(state, held, at, cause, fields=merged), *_fulfilled(state, rid, req, at, cause, emit)]
     # restriction / objection: stop the purpose downstream
     purpose = req["purpose"]
     snap = state["consent"]
@@ -787,7 +796,7 @@ def _fulfil(state: dict, rid: str, at: int, cause: str, policy: Policy, emit: bo
 
 
 def _erase(
-    state: dict,
+    state: State,
     rid: str,
     at: int,
     cause: str,
@@ -858,7 +867,7 @@ def _erase(
 # --------------------------------------------------------------------------------------
 
 
-def _on_decision(state: dict, ev: dict, policy: Policy) -> list[Output]:
+def _on_decision(state: State, ev: Event, policy: Policy) -> list[Output]:
     """A decision this fold did not take itself (yet): take it as already taken."""
     typ = ev["type"]
     at = ev["occurred_at"]
@@ -904,15 +913,11 @@ def _on_decision(state: dict, ev: dict, policy: Policy) -> list[Output]:
 # --------------------------------------------------------------------------------------
 
 
-def _tick(state: dict, now: int, policy: Policy, cause: str = TIMER) -> list[Output]:
+def _tick(state: State, now: int, policy: Policy, cause: str = TIMER) -> list[Output]:
     out: list[Output] = []
     records = state["records"]
     if records and not state["holds"]:
-        due = [
-            rid
-            for rid, rec in records.items()
-            if rec["retention_deadline"] is not None and rec["retention_deadline"] <= now
-        ]
+        due = [rid for rid, rec in records.items() if rec["retention_deadline"] is not None and rec["retention_deadline"] <= now]
         for rid in sorted(due):
             rec = records[rid]
             _expire(state, rec, now, cause, _expiry_reason(state, rec, policy), out)
@@ -957,7 +962,7 @@ def _tick(state: dict, now: int, policy: Policy, cause: str = TIMER) -> list[Out
 # public API
 # --------------------------------------------------------------------------------------
 
-_HANDLERS: dict[str, Callable[[dict, dict, Policy], list[Output]]] = {
+_HANDLERS: dict[str, Callable[[State, Event, Policy], list[Output]]] = {
     "DataCollected": _on_collected,
     "ConsentGiven": _on_consent,
     "ConsentWithdrawn": _on_consent,
@@ -969,12 +974,12 @@ _HANDLERS: dict[str, Callable[[dict, dict, Policy], list[Output]]] = {
     "LegalHoldReleased": _on_hold_released,
     "DeadlineExtended": _on_extended,
     "ErasureAcknowledged": _on_ack,
-    **{t: _on_request for t in REQUEST_TYPES},
-    **{t: _on_decision for t in DECISION_TYPES},
+    **dict.fromkeys(REQUEST_TYPES, _on_request),
+    **dict.fromkeys(DECISION_TYPES, _on_decision),
 }
 
 
-def apply(state: dict, event: dict, now: int, policy: Policy) -> tuple[dict, list[Output]]:
+def apply(state: State, event: Event, now: int, policy: Policy) -> tuple[State, list[Output]]:
     """Fold one event into the subject's state IN PLACE; returns that same state and the outputs.
 
     ``now`` is read only for a ``Tick`` (the timer's clock, stamped onto the decisions it
@@ -1000,12 +1005,12 @@ def apply(state: dict, event: dict, now: int, policy: Policy) -> tuple[dict, lis
     return state, handler(state, event, policy)
 
 
-def seen(state: dict, event_id: str) -> bool:
+def seen(state: State, event_id: str) -> bool:
     """Whether an event of this id was folded into the state (upstream events and decisions)."""
     return event_id in state["seen"]
 
 
-def redelivered(state: dict, event_id: str, digest: str | None) -> str | None:
+def redelivered(state: State, event_id: str, digest: str | None) -> str | None:
     """Whether an upstream event was folded before: None (never), ``"same"``, or ``"different"``
     when the first copy's digest and ``digest`` disagree.
 
@@ -1021,7 +1026,7 @@ def redelivered(state: dict, event_id: str, digest: str | None) -> str | None:
     return "different"
 
 
-def next_deadline(state: dict) -> int | None:
+def next_deadline(state: State) -> int | None:
     """The earliest time a Tick could decide something, for the timer's index (None: never)."""
     best: int | None = None
     if not state["holds"]:
@@ -1032,8 +1037,7 @@ def next_deadline(state: dict) -> int | None:
     for req in state["requests"].values():
         status = req["status"]
         if (status == _OPEN and not req["missed"]) or (
-            status == "executed"
-            and any(c not in req["acks"] and c not in req["missed_consumers"] for c in req["consumers"])
+            status == "executed" and any(c not in req["acks"] and c not in req["missed_consumers"] for c in req["consumers"])
         ):
             d = req["deadline"]
             if best is None or d < best:
@@ -1041,7 +1045,7 @@ def next_deadline(state: dict) -> int | None:
     return best
 
 
-def consent_view(state: dict) -> dict | None:
+def consent_view(state: State) -> ConsentSnapshot | None:
     """The consent snapshot as ``lifecycle.consent`` carries it, or None (never given, or erased)."""
     snap = state["consent"]
     if snap is None:
@@ -1049,7 +1053,7 @@ def consent_view(state: dict) -> dict | None:
     return {**snap, "purposes": dict(snap["purposes"]), "stopped": dict(snap["stopped"])}
 
 
-def export(state: dict) -> dict:
+def export(state: State) -> dict[str, Any]:
     """Everything held about the subject, as the access / portability answer (plain JSON)."""
     retained = state["retained"]
     records = [

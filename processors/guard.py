@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from schemas.contract import ENUMS, UPSTREAM_EVENTS, is_plain_name, looks_like_contact_data
+from schemas import UPSTREAM_EVENTS
+from schemas.contract import ENUMS, is_plain_name, looks_like_contact_data
 
 __all__ = [
     "MAX_SEALED_BYTES",
@@ -165,11 +166,7 @@ def _visible(text: str) -> str:
     if text.isascii():
         return text  # every format character and every NFKC change is outside ASCII
     text = unicodedata.normalize("NFKC", text)
-    return "".join(
-        c
-        for c in text
-        if c.isascii() or (unicodedata.category(c) != "Cf" and ord(c) not in _IGNORABLE)
-    )
+    return "".join(c for c in text if c.isascii() or (unicodedata.category(c) != "Cf" and ord(c) not in _IGNORABLE))
 
 
 def _as_displayed(text: str) -> str:
@@ -288,9 +285,7 @@ def contains_payment_card(text: str, *, glued: bool = False) -> bool:
         # A run after "+" is a phone number; one glued to letters is part of a longer token.
         if start and text[start - 1] == "+":
             continue
-        if not glued and (
-            (start and text[start - 1].isalnum()) or (stop < end and text[stop].isalnum())
-        ):
+        if not glued and ((start and text[start - 1].isalnum()) or (stop < end and text[stop].isalnum())):
             continue
         run = m.group()
         if not run.isascii():
@@ -363,6 +358,7 @@ def contains_iban(text: str) -> bool:
 
 # --- the screen -----------------------------------------------------------------------------
 
+
 def _label(parent: str, key: object) -> str:
     """``fields.<name>`` when the name, or its folded form, is a plain identifier; a name that
     is anything else may be data itself, so then only the parent is named."""
@@ -387,7 +383,7 @@ def _strings(event: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[tupl
     while stack:
         parent, key, node = stack.pop()
         if isinstance(node, str):
-            if not parent and node in _CLOSED_SETS.get(key, ()):  # type: ignore[arg-type]
+            if not parent and node in _CLOSED_SETS.get(key, ()):
                 continue
             if _RLO in node:  # screened as shown too: a reversed card is a card on screen
                 texts.append((parent, key, _as_displayed(node)))

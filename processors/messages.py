@@ -25,6 +25,7 @@ from processors import fold as lifecycle
 from processors.chain import link
 from processors.guard import screen
 from processors.policy import Policy
+from processors.state import State
 from schemas.codec import encode
 from schemas.contract import ContractError, record_key, validate
 
@@ -82,7 +83,9 @@ def to_messages(
             if o.value is None:
                 out.append(Message(RECORDS, key, None, headers))
             else:
-                out.append(Message(RECORDS, key, encode({"type": "Record", **o.value, "fields": dict(open_fields(o.value["fields"]))})))
+                out.append(
+                    Message(RECORDS, key, encode({"type": "Record", **o.value, "fields": dict(open_fields(o.value["fields"]))}))
+                )
         else:
             key = o.subject_id.encode()
             if o.value is None:
@@ -101,7 +104,7 @@ class Downstream:
     records: dict[bytes, bytes | None] = field(default_factory=dict)
     consent: dict[bytes, bytes | None] = field(default_factory=dict)
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    states: dict[str, State] = field(default_factory=dict)
 
 
 def downstream_of(events: Iterable[Mapping[str, Any]], policy: Policy) -> Downstream:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from schemas.contract import CATEGORIES, LEGAL_BASES
 
@@ -209,7 +210,7 @@ class Policy:
         words = norm.split("_")
         n = len(words)
         for size in range(n, 0, -1):
-            for start in range(0, n - size + 1):
+            for start in range(n - size + 1):
                 span = words[start : start + size]
                 hit = ff.get("_".join(span)) or ff.get("".join(span))
                 if hit is not None:
@@ -294,25 +295,36 @@ class _Reader:
             raise PolicyError(f"{self.k(name)}: expected {want}, got {value!r}")
         return value
 
-    def text(self, name: str, *, required: bool = True) -> str | None:
-        v = self.get(name, str, required=required)
+    def optional_text(self, name: str) -> str | None:
+        v: str | None = self.get(name, str, required=False)
         if v is not None and not v.strip():
             raise PolicyError(f"{self.k(name)}: must not be empty")
         return v
 
+    def text(self, name: str) -> str:
+        self.get(name, str)  # missing: says so
+        v = self.optional_text(name)
+        assert v is not None
+        return v
+
     def count(self, name: str, *, minimum: int = 0) -> int:
-        v = self.get(name, int)
+        v: int = self.get(name, int)
         if v < minimum:
             raise PolicyError(f"{self.k(name)}: {v} is less than {minimum}")
         return v
 
-    def choice(self, name: str, options: tuple[str, ...], *, required: bool = True) -> str | None:
-        v = self.get(name, str, required=required)
+    def optional_choice(self, name: str, options: tuple[str, ...], *, required: bool = False) -> str | None:
+        v: str | None = self.get(name, str, required=required)
         if v is not None and v not in options:
             raise PolicyError(f"{self.k(name)}: {v!r} is not one of {', '.join(options)}")
         return v
 
-    def sub(self, name: str) -> "_Reader":
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        v = self.optional_choice(name, options, required=True)
+        assert v is not None
+        return v
+
+    def sub(self, name: str) -> _Reader:
         self.used.add(name)
         if name not in self.table:
             raise PolicyError(f"{self.k(name)}: missing")
@@ -362,22 +374,22 @@ def _build(doc: dict[str, Any]) -> Policy:
         raise PolicyError("purposes: at least one purpose is needed")
     purposes: dict[str, Purpose] = {}
     for pname in pt.table:
-        p = pt.sub(pname)
-        use = p.text("data_use")
+        pr = pt.sub(pname)
+        use = pr.text("data_use")
         if use not in uses:
-            raise PolicyError(f"{p.k('data_use')}: {use!r} is not a data use of the Fides taxonomy")
-        forbidden = p.choice("forbidden", FORBIDDEN_KINDS, required=False)
-        basis = p.choice("legal_basis", LEGAL_BASES, required=forbidden is None)
-        channel = p.text("channel", required=False)
-        description = p.text("description", required=False) or ""
-        p.done()
+            raise PolicyError(f"{pr.k('data_use')}: {use!r} is not a data use of the Fides taxonomy")
+        forbidden = pr.optional_choice("forbidden", FORBIDDEN_KINDS)
+        basis = pr.optional_choice("legal_basis", LEGAL_BASES, required=forbidden is None)
+        channel = pr.optional_text("channel")
+        description = pr.optional_text("description") or ""
+        pr.done()
         if forbidden is None and _in_subtrees(use, forbidden_uses):
             raise PolicyError(
-                f"{p.k('data_use')}: {use!r} is profiling or automated decision-making; "
+                f"{pr.k('data_use')}: {use!r} is profiling or automated decision-making; "
                 "mark the purpose `forbidden` or choose another use"
             )
         if channel is not None and forbidden is None and basis != "consent":
-            raise PolicyError(f"{p.k('legal_basis')}: a marketing purpose with a channel needs consent")
+            raise PolicyError(f"{pr.k('legal_basis')}: a marketing purpose with a channel needs consent")
         purposes[pname] = Purpose(pname, use, basis, channel, forbidden, description)
 
     rt = root.sub("retention")
@@ -394,7 +406,7 @@ def _build(doc: dict[str, Any]) -> Policy:
         dc = _data_category(c, c.k("data_category"), c.get("data_category", str), cats)
         if _in_subtrees(dc, forbidden_categories):
             raise PolicyError(f"{c.k('data_category')}: {dc!r} is a forbidden data category")
-        description = c.text("description", required=False) or ""
+        description = c.optional_text("description") or ""
         c.done()
         categories[cname] = RecordCategory(cname, dc, False, description)
     missing = [c for c in CATEGORIES if c not in categories]
@@ -404,9 +416,7 @@ def _build(doc: dict[str, Any]) -> Policy:
         if oc not in categories:
             raise PolicyError(f"retention.obligation_categories[{i}]: {oc!r} is not a category of this policy")
     obligation = frozenset(obligation_list)
-    categories = {
-        k: RecordCategory(v.name, v.data_category, k in obligation, v.description) for k, v in categories.items()
-    }
+    categories = {k: RecordCategory(v.name, v.data_category, k in obligation, v.description) for k, v in categories.items()}
 
     ft = root.sub("fields")
     fields: dict[str, str] = {}
@@ -428,8 +438,8 @@ def _build(doc: dict[str, Any]) -> Policy:
         c = cs.sub(cname)
         role = c.choice("role", CONSUMER_ROLES)
         region = c.text("region")
-        transfer = c.text("transfer", required=False)
-        description = c.text("description", required=False) or ""
+        transfer = c.optional_text("transfer")
+        description = c.optional_text("description") or ""
         c.done()
         consumers.append(Consumer(cname, role, region, transfer, description))
     if not consumers:
@@ -439,9 +449,9 @@ def _build(doc: dict[str, Any]) -> Policy:
     root.done()
 
     channels: dict[str, list[str]] = {}
-    for p in purposes.values():
-        if p.channel is not None and p.forbidden is None:
-            channels.setdefault(p.channel, []).append(p.name)
+    for purpose in purposes.values():
+        if purpose.channel is not None and purpose.forbidden is None:
+            channels.setdefault(purpose.channel, []).append(purpose.name)
     forbidden_fields: dict[str, str] = {}
     for norm, dc in fields.items():
         if _in_subtrees(dc, forbidden_categories):
@@ -476,5 +486,3 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: not valid TOML: {exc}") from None
     return _build(doc)
-
-

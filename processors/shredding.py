@@ -24,8 +24,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -78,15 +79,15 @@ class Keyring:
         return found
 
     @classmethod
-    def of(cls, *keys: bytes) -> "Keyring":
+    def of(cls, *keys: bytes) -> Keyring:
         """The first key is the current one; later ones are kept to unwrap keys they wrapped."""
         if not keys:
             raise KeyringError("a keyring needs at least one master key")
         ids = [master_key_id(k) for k in keys]
-        return cls(dict(zip(ids, keys)), ids[0])
+        return cls(dict(zip(ids, keys, strict=True)), ids[0])
 
     @classmethod
-    def from_lines(cls, text: str, where: str) -> "Keyring":
+    def from_lines(cls, text: str, where: str) -> Keyring:
         """One base64 key a line (``#`` comments allowed); the first is current."""
         keys = [
             parse_master_key(line, f"{where} line {n}")
@@ -198,6 +199,19 @@ class KeyCache:
         self._keys.pop(key_id, None)
 
 
+class KeyTable(Protocol):
+    """Where a ``Keystore`` keeps wrapped keys: a dict in tests, the worker's table of one
+    partition (``streams.worker.tables.PartitionView``), whose writes go to ``lifecycle.keys``."""
+
+    def get(self, key: bytes, /) -> bytes | None: ...
+
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+    def __delitem__(self, key: bytes) -> None: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+
 SEALED_TYPES = frozenset({"DataCollected", "RectificationRequested"})
 """The upstream events that carry personal fields, so get a data key of their own."""
 
@@ -211,10 +225,10 @@ class Keystore:
 
     def __init__(
         self,
-        table: MutableMapping[bytes, bytes],
+        table: KeyTable,
         ring: Keyring,
-        encode: Callable[[dict], bytes | None],
-        decode: Callable[[bytes], dict | None],
+        encode: Callable[[dict[str, Any]], bytes | None],
+        decode: Callable[[bytes], dict[str, Any] | None],
         now_ms: Callable[[], int],
         cache: KeyCache | None = None,
     ) -> None:
@@ -238,7 +252,7 @@ class Keystore:
         self.cache.put(key_id, data_key)
         return data_key
 
-    def digest(self, event: dict) -> str | None:
+    def digest(self, event: dict[str, Any]) -> str | None:
         """``content_digest`` of a plaintext event, keyed by its data key if it has personal
         fields; None when that key is gone (destroyed: the first copy can no longer be told)."""
         if event["type"] not in SEALED_TYPES or not event.get("fields"):
@@ -246,7 +260,7 @@ class Keystore:
         data_key = self.lookup(key_id_for(event["subject_id"], event["event_id"]))
         return None if data_key is None else content_digest(event, data_key)
 
-    def seal(self, event: dict, key_class: str = "standard") -> dict:
+    def seal(self, event: dict[str, Any], key_class: str = "standard") -> dict[str, Any]:
         """The event with its personal fields sealed under its own data key (created on first
         need; an event seen again reuses its key, so a redelivery decrypts the same), and its
         ``digest`` stamped."""
@@ -257,7 +271,7 @@ class Keystore:
         if data_key is None:
             data_key = new_data_key()
             wrapped, master = self.ring.wrap(key_id, data_key)
-            self.table[key_id.encode("utf-8")] = self._encode(  # type: ignore[assignment]
+            self.table[key_id.encode("utf-8")] = self._encode(  # type: ignore[assignment]  # a WrappedKey always encodes
                 {
                     "type": "WrappedKey",
                     "subject_id": event["subject_id"],

@@ -99,9 +99,7 @@ class Schema:
 
     @property
     def defaults(self) -> Mapping[str, Any]:
-        return MappingProxyType(
-            {f["name"]: f["default"] for f in self.parsed["fields"] if "default" in f}
-        )
+        return MappingProxyType({f["name"]: f["default"] for f in self.parsed["fields"] if "default" in f})
 
     @property
     def json(self) -> str:
@@ -121,9 +119,7 @@ class Registry:
                     raise SchemaLoadError(f"record {s.name} is defined twice")
                 by_name[s.name] = s
             if s.fingerprint in by_fp:
-                raise SchemaLoadError(
-                    f"{s.name} and {by_fp[s.fingerprint].name} have the same fingerprint"
-                )
+                raise SchemaLoadError(f"{s.name} and {by_fp[s.fingerprint].name} have the same fingerprint")
             by_fp[s.fingerprint] = s
         self.by_name: Mapping[str, Schema] = MappingProxyType(by_name)
         self.by_fingerprint: Mapping[bytes, Schema] = MappingProxyType(by_fp)
@@ -167,7 +163,7 @@ def _parse(repo: _Directory, stem: str) -> tuple[str, dict[str, Any], str, bytes
     # A fresh named_schemas per file: were PurposeConsent already known, load_schema would
     # leave a bare reference in ConsentSnapshot instead of injecting the definition, and the
     # canonical form (so the fingerprint) would no longer be self-contained.
-    parsed: dict[str, Any] = load_schema(stem, repo=repo, named_schemas={})  # type: ignore[assignment]
+    parsed: dict[str, Any] = load_schema(stem, repo=repo, named_schemas={})  # type: ignore[assignment]  # a record: a dict
     fullname = parsed.get("name", "")
     namespace, _, name = fullname.rpartition(".")
     if parsed.get("type") != "record" or namespace != NAMESPACE:

@@ -33,7 +33,6 @@ MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
 
 
-
 class CodecError(ValueError):
     """A value cannot be encoded or decoded; says where (``where``, when it came from a topic)
     and why, never what it held."""
@@ -77,7 +76,7 @@ def _what_is_wrong(schema: Schema, event: Mapping[str, Any]) -> str:
             continue
         try:
             ok = _avro_valid(event[name], f["type"], field=name, raise_errors=False, strict=True)
-        except Exception:  # a value so odd the validator itself trips over it
+        except Exception:  # noqa: BLE001 - a value so odd the validator itself trips over it
             ok = False
         if not ok:
             return f"field {name!r} is not a valid {_type_label(f['type'])}"
@@ -132,17 +131,13 @@ def encode(event: Mapping[str, Any] | None) -> bytes | None:
         if value is None:
             continue  # missing: fastavro's own check below names it
         bits = _INT_BITS[avro_type]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or not -(2**bits) <= value < 2**bits
-        ):
+        if isinstance(value, bool) or not isinstance(value, int) or not -(2**bits) <= value < 2**bits:
             raise CodecError(f"cannot encode {kind}: field {name!r} is not a valid {avro_type}")
     out = io.BytesIO()
     out.write(header)
     try:
         schemaless_writer(out, parsed, event)
-    except Exception:  # fastavro raises TypeError, ValueError, OverflowError, AttributeError...
+    except Exception:  # noqa: BLE001 - fastavro raises TypeError, ValueError, OverflowError, AttributeError...
         reason = _what_is_wrong(BY_NAME[kind], event)
         raise CodecError(f"cannot encode {kind}: {reason}") from None
     return out.getvalue()
@@ -171,8 +166,8 @@ def decode(data: bytes | bytearray | memoryview | None, where: Where | None = No
     body = io.BytesIO(data)
     body.seek(HEADER_SIZE)
     try:
-        event: dict[str, Any] = schemaless_reader(body, writer, reader)  # type: ignore[assignment]
-    except Exception as exc:  # random bytes: cut short, bad union index, invalid UTF-8...
+        event: dict[str, Any] = schemaless_reader(body, writer, reader)  # type: ignore[assignment]  # a record schema reads as a dict
+    except Exception as exc:  # noqa: BLE001 - random bytes: cut short, bad union index, invalid UTF-8...
         # fastavro's C reader may say IndexError rather than EOFError when a varint is cut off.
         if isinstance(exc, EOFError) or body.tell() >= len(data):
             raise fail(f"truncated {name} body") from None

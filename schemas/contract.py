@@ -21,9 +21,8 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -60,6 +59,8 @@ def is_plain_name(name: object) -> bool:
     such names are repeated in an error, a dead letter or a log line, since a map key may be
     data itself (the contract, the codec and the guard all ask this one question)."""
     return isinstance(name, str) and _PLAIN_NAME.fullmatch(name) is not None
+
+
 _EMAIL = re.compile(r"[^@\s]@[^@\s]|%40[^%]*\.", re.IGNORECASE)
 _PHONE = re.compile(r"(?:tel:)?\s*\+?[0-9()\-./\s]{7,}", re.IGNORECASE)
 
@@ -104,13 +105,9 @@ def _to_ms(text: str, field: str) -> int:
             field=field,
         ) from None
     if when.tzinfo is None or when.utcoffset() is None:
-        raise ContractError(
-            f"field {field!r} has no UTC offset; write Z or +00:00", code="naive_time", field=field
-        )
+        raise ContractError(f"field {field!r} has no UTC offset; write Z or +00:00", code="naive_time", field=field)
     if when.utcoffset() != timedelta(0):
-        raise ContractError(
-            f"field {field!r} must be in UTC (Z or +00:00)", code="not_utc", field=field
-        )
+        raise ContractError(f"field {field!r} must be in UTC (Z or +00:00)", code="not_utc", field=field)
     return (when - _EPOCH) // _MS
 
 
@@ -123,9 +120,7 @@ def _is_long(value: Any) -> bool:
 
 
 def _is_string_map(value: Any) -> bool:
-    return isinstance(value, dict) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    )
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
 def _is_string_list(value: Any) -> bool:
@@ -161,9 +156,7 @@ def _fields_of(type_name: str) -> tuple[_Field, ...]:
 
 _SOME_TYPES = ", ".join(UPSTREAM_EVENTS[:3])
 _CONTRACT: dict[str, tuple[_Field, ...]] = {t: _fields_of(t) for t in UPSTREAM_EVENTS}
-_ALLOWED: dict[str, frozenset[str]] = {
-    t: frozenset(f.name for f in fs) | {"type"} for t, fs in _CONTRACT.items()
-}
+_ALLOWED: dict[str, frozenset[str]] = {t: frozenset(f.name for f in fs) | {"type"} for t, fs in _CONTRACT.items()}
 
 
 def looks_like_contact_data(text: str) -> bool:
@@ -184,9 +177,7 @@ def _check_id(value: str, field: str) -> None:
     if not value or value.isspace():
         raise ContractError(f"field {field!r} is empty", code="empty_field", field=field)
     if len(value) > MAX_ID:
-        raise ContractError(
-            f"field {field!r} is longer than {MAX_ID} characters", code="too_long", field=field
-        )
+        raise ContractError(f"field {field!r} is longer than {MAX_ID} characters", code="too_long", field=field)
     if " " in value or not value.isprintable():  # catches every other space and control too
         raise ContractError(
             f"field {field!r} holds whitespace or control characters; ids are opaque tokens",
@@ -232,29 +223,19 @@ def _check_text(value: str, field: str, required: bool) -> None:
     if required and (not value or value.isspace()):
         raise ContractError(f"field {field!r} is empty", code="empty_field", field=field)
     if len(value) > MAX_TEXT:
-        raise ContractError(
-            f"field {field!r} is longer than {MAX_TEXT} characters", code="too_long", field=field
-        )
+        raise ContractError(f"field {field!r} is longer than {MAX_TEXT} characters", code="too_long", field=field)
 
 
 def _check_fields_map(value: dict[str, str], field: str, type_name: str) -> None:
     if not value and type_name == "RectificationRequested":
-        raise ContractError(
-            f"field {field!r} is empty: nothing to rectify", code="empty_field", field=field
-        )
+        raise ContractError(f"field {field!r} is empty: nothing to rectify", code="empty_field", field=field)
     if len(value) > MAX_FIELDS:
-        raise ContractError(
-            f"field {field!r} has more than {MAX_FIELDS} entries", code="too_long", field=field
-        )
+        raise ContractError(f"field {field!r} has more than {MAX_FIELDS} entries", code="too_long", field=field)
     for k, v in value.items():
         if not k or k.isspace():
-            raise ContractError(
-                f"field {field!r} has an empty name", code="empty_field", field=field
-            )
+            raise ContractError(f"field {field!r} has an empty name", code="empty_field", field=field)
         if len(k) > MAX_FIELD_NAME or len(v) > MAX_TEXT:
-            raise ContractError(
-                f"field {field!r} has an entry too long", code="too_long", field=field
-            )
+            raise ContractError(f"field {field!r} has an entry too long", code="too_long", field=field)
 
 
 def validate(event: Mapping[str, Any], where: Where | None = None) -> dict[str, Any]:
@@ -295,17 +276,13 @@ def _validated(event: Mapping[str, Any]) -> dict[str, Any]:
     if extra:
         name = min(extra, key=str)
         shown = name if is_plain_name(name) else ""
-        raise ContractError(
-            f"unexpected field {_label(name)} in {kind}", code="unexpected_field", field=shown
-        )
+        raise ContractError(f"unexpected field {_label(name)} in {kind}", code="unexpected_field", field=shown)
     out: dict[str, Any] = {"type": kind}
     for f in fields:
         name = f.name
         if name not in event:
             if f.required:
-                raise ContractError(
-                    f"field {name!r} is missing from {kind}", code="missing_field", field=name
-                )
+                raise ContractError(f"field {name!r} is missing from {kind}", code="missing_field", field=name)
             default = f.default
             # never share a mutable default between events (a deep copy only where one could be)
             out[name] = copy.deepcopy(default) if isinstance(default, (dict, list)) else default
@@ -337,9 +314,7 @@ def _validated(event: Mapping[str, Any]) -> dict[str, Any]:
                 )
         elif f.kind == "long":
             if not 0 <= value <= MAX_TIME_MS:
-                raise ContractError(
-                    f"field {name!r} is outside 1970..9999", code="bad_time", field=name
-                )
+                raise ContractError(f"field {name!r} is outside 1970..9999", code="bad_time", field=name)
         elif f.kind == "map":
             _check_fields_map(value, name, kind)
             value = dict(value)
@@ -391,11 +366,11 @@ def parse_line(line: str | bytes) -> dict[str, Any]:
 
 __all__ = [
     "CATEGORIES",
+    "KEY_SEPARATOR",
     "LEGAL_BASES",
     "RELATIONSHIP_KINDS",
-    "ContractError",
-    "KEY_SEPARATOR",
     "STAMPED",
+    "ContractError",
     "Where",
     "is_plain_name",
     "is_valid_id",

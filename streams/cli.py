@@ -143,7 +143,7 @@ def _worker(settings: Settings, loglevel: str, dev: bool) -> int:
     except DeliveryError as exc:
         print(f"error: {exc}; nothing of the batch was committed", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - one line; the traceback at --loglevel debug
+    except Exception as exc:
         logging.getLogger("lifecycle.worker").debug("the worker stopped on an error", exc_info=True)
         print(f"error: the worker stopped on {type(exc).__name__}; nothing of the batch was committed, "
               "the next worker folds it again (--loglevel debug shows where)", file=sys.stderr)  # fmt: skip

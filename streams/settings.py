@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from processors.policy import Policy, PolicyError, parse_policy
 from processors.shredding import Keyring, KeyringError, new_master_key_text, parse_master_key
@@ -79,7 +79,7 @@ class Settings:
     kafka_ca: Path | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         port = _int(env, "LIFECYCLE_BROKER_PORT", 9092)
         policy = env.get("LIFECYCLE_POLICY")
@@ -215,7 +215,9 @@ def load_keyring(env_key: str, key_file: Path | None, dev_file: Path | None, cre
         )
     if not dev_file.exists():
         if not create:
-            raise KeyringError(f"no development master key in {dev_file} (LIFECYCLE_HOME): it is made by `lifecycle worker --dev`")
+            raise KeyringError(
+                f"no development master key in {dev_file} (LIFECYCLE_HOME): it is made by `lifecycle worker --dev`"
+            )
         dev_file.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(dev_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

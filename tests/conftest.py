@@ -19,16 +19,16 @@ import sys
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from support.ports import free_port_pair, local_broker_settings
 
 from processors.shredding import new_master_key_text
 from streams.plumbing.admin import opened
 from streams.plumbing.topics import NAMES, ensure_topics
 from streams.settings import Settings
-from support.ports import free_port_pair, local_broker_settings
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -44,11 +44,8 @@ def pytest_report_header() -> str:
 
     return f"hostile cases: HOSTILE_SEED={SEED} repeats this run's draws"
 
+
 KAFKA_IMAGE = "apache/kafka:4.1.1"
-
-
-
-
 
 
 def _docker_answers() -> bool:
@@ -74,16 +71,14 @@ def _docker_answers() -> bool:
                 return bool(client.ping())
             finally:
                 client.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure to talk to a Docker engine means there is none
             return False
         finally:
             gc.collect()  # any leaked socket is finalized here, where its warning is ignored
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def kafka_bootstrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``host:port`` of a real broker shared by the whole session."""
     given = os.environ.get("LIFECYCLE_TEST_BOOTSTRAP")
     if given:
@@ -213,6 +208,3 @@ def secure_kafka(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         yield settings
     finally:
         broker.stop(settings)
-
-
-

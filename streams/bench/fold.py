@@ -19,12 +19,12 @@ import argparse
 import gc
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from processors.fold import apply, new_state
 from processors.policy import Policy
-from streams.settings import load_policy
 from streams.bench.history import build_history
+from streams.settings import load_policy
 
 TARGET = 200_000  # events/s the fold must sustain
 
@@ -67,7 +67,7 @@ def run(n_events: int, n_subjects: int, repeat: int, seed: int, policy: Policy) 
         return loop
 
     def baseline() -> Callable[[], None]:
-        states: dict[str, dict] = {s: {} for s in sids}
+        states: dict[str, dict[str, int]] = {s: {} for s in sids}
 
         def loop() -> None:
             for e in events:
@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     r = run(args.events, args.subjects, args.repeat, args.seed, policy)
     ratio = r["fold_eps"] / r["baseline_eps"]
     verdict = "ok" if r["fold_eps"] >= TARGET else "BELOW TARGET"
-    print(f"history:  {int(r['events']):,} events over {args.subjects:,} subjects (seed {args.seed}), best of {args.repeat}, CPU time")
+    print(
+        f"history:  {int(r['events']):,} events over {args.subjects:,} subjects (seed {args.seed}), best of {args.repeat}, CPU time"
+    )
     print(f"fold:     {r['fold_eps']:,.0f} events/s  (target {TARGET:,}: {verdict})")
     print(f"baseline: {r['baseline_eps']:,.0f} events/s  (dict lookup + dict update per event)")
     print(f"ratio:    {ratio:.3f} of baseline ({1 / ratio:.1f}x its cost per event)")
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         f"baseline {r['baseline_gc_eps']:,.0f} events/s, ratio {r['fold_gc_eps'] / r['baseline_gc_eps']:.3f}"
     )
     return 0 if r["fold_eps"] >= TARGET else 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 
+from processors.state import Event
+
 _T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 
 
@@ -34,7 +36,7 @@ _CONSENT_SHAPES = {
 }
 
 
-def build_history(n_events: int, n_subjects: int, seed: int = 7) -> list[dict]:
+def build_history(n_events: int, n_subjects: int, seed: int = 7) -> list[Event]:
     """A random but realistic interleaved history of ``n_events`` over ``n_subjects``."""
     rng = random.Random(seed)
     subjects = [f"s-{i:06d}" for i in range(n_subjects)]
@@ -42,8 +44,8 @@ def build_history(n_events: int, n_subjects: int, seed: int = 7) -> list[dict]:
     records: dict[str, list[str]] = {s: [] for s in subjects}
     pending: dict[str, list[str]] = {s: [] for s in subjects}
     erasures: dict[str, list[str]] = {s: [] for s in subjects}
-    rels: dict[str, int] = {s: 0 for s in subjects}
-    events: list[dict] = []
+    rels: dict[str, int] = dict.fromkeys(subjects, 0)
+    events: list[Event] = []
     t = _T0
     seq = 0
 
@@ -105,7 +107,13 @@ def build_history(n_events: int, n_subjects: int, seed: int = 7) -> list[dict]:
         elif r < 0.97:
             if erasures[sid]:
                 req = erasures[sid][-1]
-                ev("ErasureAcknowledged", sid, consumer=rng.choice(("crm-mirror", "mailer", "warehouse")), request_id=req, record_id="")
+                ev(
+                    "ErasureAcknowledged",
+                    sid,
+                    consumer=rng.choice(("crm-mirror", "mailer", "warehouse")),
+                    request_id=req,
+                    record_id="",
+                )
             else:
                 ev("AccessRequested", sid, request_id=f"q-{seq}")
         elif r < 0.98:
@@ -119,7 +127,7 @@ def build_history(n_events: int, n_subjects: int, seed: int = 7) -> list[dict]:
 CARD = "4111 1111 1111 1111"
 
 
-def history(n_events: int, n_subjects: int, seed: int) -> list[dict]:
+def history(n_events: int, n_subjects: int, seed: int) -> list[Event]:
     """The realistic mix of the fold benchmark as upstream events (no timer ticks), with one
     collection in a hundred carrying a card number, which the guard must refuse."""
     out = []

@@ -43,16 +43,16 @@ import orjson
 
 from processors import fold as lifecycle
 from processors.messages import downstream_of
-from streams.bench.history import history
-from streams.bench.fold import run as fold_run
 from processors.policy import Policy
-from streams.settings import load_policy
 from processors.shredding import new_master_key_text
-from schemas.contract import ContractError, validate
+from processors.state import Event, State
 from schemas.codec import decode, encode
+from schemas.contract import ContractError, validate
+from streams.bench.fold import run as fold_run
+from streams.bench.history import history
 from streams.plumbing.net import free_port, reachable
 from streams.plumbing.security import client_kwargs
-from streams.settings import Settings
+from streams.settings import Settings, load_policy
 
 
 def _say(line: str) -> None:
@@ -69,7 +69,11 @@ def _producer(settings: Settings) -> Any:
     from kafka import KafkaProducer
 
     return KafkaProducer(
-        bootstrap_servers=settings.bootstrap.split(","), linger_ms=20, batch_size=512 * 1024, acks="all", client_id="lifecycle-bench",
+        bootstrap_servers=settings.bootstrap.split(","),
+        linger_ms=20,
+        batch_size=512 * 1024,
+        acks="all",
+        client_id="lifecycle-bench",
         **client_kwargs(settings),
     )
 
@@ -209,7 +213,7 @@ def pipeline_rate(
             stop_worker(p)
 
 
-def check_correct(settings: Settings, events: list[dict], policy: Policy) -> tuple[bool, dict[str, int]]:
+def check_correct(settings: Settings, events: list[Event], policy: Policy) -> tuple[bool, dict[str, int]]:
     from streams.plumbing.reading import latest_by_key, read_topic
 
     want = downstream_of(events, policy)
@@ -222,8 +226,12 @@ def check_correct(settings: Settings, events: list[dict], policy: Policy) -> tup
         if ev is not None and ev["type"] in lifecycle.DECISION_TYPES and not ev["caused_by"].startswith(lifecycle.TIMER):
             got_decisions.add(ev["event_id"])
     wrong = {
-        "records": sum(1 for k in want_records.keys() | got_records.keys() if want_records.get(k, b"?") != got_records.get(k, b"!")),
-        "consent": sum(1 for k in want_consent.keys() | got_consent.keys() if want_consent.get(k, b"?") != got_consent.get(k, b"!")),
+        "records": sum(
+            1 for k in want_records.keys() | got_records.keys() if want_records.get(k, b"?") != got_records.get(k, b"!")
+        ),
+        "consent": sum(
+            1 for k in want_consent.keys() | got_consent.keys() if want_consent.get(k, b"?") != got_consent.get(k, b"!")
+        ),
         "decisions": len(want_decisions ^ got_decisions),
     }
     return not any(wrong.values()), wrong
@@ -243,7 +251,9 @@ def erasure_latency(settings: Settings, rate: float, seconds: float, n_subjects:
 
     def watch() -> None:
         consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap.split(","), enable_auto_commit=False, client_id="lifecycle-bench-watch",
+            bootstrap_servers=settings.bootstrap.split(","),
+            enable_auto_commit=False,
+            client_id="lifecycle-bench-watch",
             **client_kwargs(settings),
         )
         tps = [
@@ -307,7 +317,7 @@ def erasure_latency(settings: Settings, rate: float, seconds: float, n_subjects:
     return sorted(seen[r] - t for r, t in published.items() if r in seen)
 
 
-def codec_rates(events: list[dict], seconds: float = 1.0) -> dict[str, float]:
+def codec_rates(events: list[Event], seconds: float = 1.0) -> dict[str, float]:
     """Records per second encoded and decoded by our codec, the ``avro`` package and orjson."""
     import avro.io
     import avro.schema
@@ -320,7 +330,7 @@ def codec_rates(events: list[dict], seconds: float = 1.0) -> dict[str, float]:
     defaults = dict(BY_NAME["DataCollected"].defaults)  # the avro package does not fill them in
     bodies = [{**defaults, **{k: v for k, v in e.items() if k != "type"}} for e in sample]
 
-    def avro_encode(body: dict) -> bytes:
+    def avro_encode(body: Event) -> bytes:
         buf = io.BytesIO()
         writer.write(body, avro.io.BinaryEncoder(buf))
         return buf.getvalue()
@@ -329,7 +339,7 @@ def codec_rates(events: list[dict], seconds: float = 1.0) -> dict[str, float]:
     theirs = [avro_encode(b) for b in bodies]
     jsons = [orjson.dumps(e) for e in sample]
 
-    def rate(fn: Any, items: list) -> float:
+    def rate(fn: Any, items: list[Any]) -> float:
         n = 0
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < seconds:
@@ -355,7 +365,7 @@ def memory(settings: Settings, subjects: int, logs: Path, timeout: float) -> flo
 
     policy = load_policy(settings.policy_file)
     events = history(6 * 200, 200, seed=5)
-    states: dict[str, dict] = {}
+    states: dict[str, State] = {}
     for raw in events:
         try:
             event = validate(raw)
@@ -415,7 +425,9 @@ class Sizes:
     codec_seconds: float
 
 
-FULL = Sizes(events=60_000, subjects=6_000, latency_seconds=30.0, memory_subjects=1_000_000, timeout=900.0, repeat=3, codec_seconds=1.0)
+FULL = Sizes(
+    events=60_000, subjects=6_000, latency_seconds=30.0, memory_subjects=1_000_000, timeout=900.0, repeat=3, codec_seconds=1.0
+)
 QUICK = Sizes(events=1_500, subjects=400, latency_seconds=4.0, memory_subjects=5_000, timeout=120.0, repeat=1, codec_seconds=0.3)
 
 
@@ -431,7 +443,7 @@ def run(base: Settings, sizes: Sizes, workdir: Path) -> dict[str, Any]:
         for prefix in {f"{base.topic_prefix}bench-{tag}-", f"bench-{tag}-"}:  # topics, changelogs
             try:
                 delete_prefixed(base, prefix)
-            except Exception as exc:  # the figures stand; the user may delete them by hand
+            except Exception as exc:  # noqa: BLE001 - the figures stand; the user may delete them by hand
                 _say(f"bench: could not delete the topics named {prefix}*: {exc}")
 
 
@@ -460,12 +472,12 @@ def _measure(base: Settings, sizes: Sizes, workdir: Path, tag: str) -> dict[str,
 
     _say(f"bench: building a history of {sizes.events:,} events over {sizes.subjects:,} subjects ...")
     events = history(sizes.events, sizes.subjects, seed=17)
-    wire = [(e["subject_id"].encode(), encode(e)) for e in events]
+    wire = [(e["subject_id"].encode(), value) for e in events if (value := encode(e)) is not None]
     out: dict[str, Any] = {"events": len(events), "subjects": sizes.subjects}
 
     _say("bench: limit (plain kafka-python produce and consume) ...")
     limit = fresh("limit")
-    out["limit_produce_eps"] = fill(limit, "ingest", wire)  # type: ignore[arg-type]
+    out["limit_produce_eps"] = fill(limit, "ingest", wire)
     out["limit_consume_eps"], _ = consume_rate(limit, "ingest")
 
     # A broker that just started runs its produce and fetch paths interpreted until the JIT has
@@ -473,13 +485,18 @@ def _measure(base: Settings, sizes: Sizes, workdir: Path, tag: str) -> dict[str,
     # pipeline runs as from the third on. A cluster the pipeline runs against is warm.
     _say("bench: warming the broker up (a short pipeline run, not measured) ...")
     warm = fresh("warmup")
-    pipeline_rate(warm, wire[:10_000], 1, workdir / "warmup", sizes.timeout)  # type: ignore[arg-type]
+    pipeline_rate(warm, wire[:10_000], 1, workdir / "warmup", sizes.timeout)
 
     for count in (1, 2):
         _say(f"bench: pipeline with {count} worker(s) ...")
         s = fresh(f"p{count}")
         out[f"pipeline_{count}_eps"], out[f"pipeline_{count}_cpu"] = pipeline_rate(
-            s, wire, count, workdir / f"p{count}", sizes.timeout, running_pid(base)  # type: ignore[arg-type]
+            s,
+            wire,
+            count,
+            workdir / f"p{count}",
+            sizes.timeout,
+            running_pid(base),
         )
         if count == 1:
             _say("bench: checking the downstream topics against the pure fold ...")
@@ -542,12 +559,32 @@ def table(r: dict[str, Any]) -> str:
         ("pipeline, 1 worker", f"{f(r['pipeline_1_eps'])} ev/s, {cores(r['pipeline_1_cpu'])}", ""),
         ("pipeline, 2 workers", f"{f(r['pipeline_2_eps'])} ev/s, {cores(r['pipeline_2_cpu'])}", "target 25,000"),
         ("ratio pipeline / limit", f"{r['ratio_pipeline_limit']:.3f}", "target 0.5"),
-        ("erasure latency p50 / p99 / max", f"{f(lat['p50'])} / {f(lat['p99'])} / {f(lat['max'])} ms ({lat['count']} erasures)", "target p99 500 ms"),
-        ("replay", f"{f(r['replay_eps'])} ev/s over {r['replay_events']:,} entries, {r['replay_mismatches']} mismatches", "target 100,000"),
+        (
+            "erasure latency p50 / p99 / max",
+            f"{f(lat['p50'])} / {f(lat['p99'])} / {f(lat['max'])} ms ({lat['count']} erasures)",
+            "target p99 500 ms",
+        ),
+        (
+            "replay",
+            f"{f(r['replay_eps'])} ev/s over {r['replay_events']:,} entries, {r['replay_mismatches']} mismatches",
+            "target 100,000",
+        ),
         ("ratio replay / limit", f"{r['ratio_replay_limit']:.3f}", ""),
-        ("fold (pure, one core)", f"{f(r['fold_eps'])} ev/s (baseline dict update {f(r['fold_baseline_eps'])})", "target 200,000"),
-        ("codec encode: ours / avro / orjson", f"{f(c['ours_encode'])} / {f(c['avro_encode'])} / {f(c['orjson_encode'])} rec/s", ""),
-        ("codec decode: ours / avro / orjson", f"{f(c['ours_decode'])} / {f(c['avro_decode'])} / {f(c['orjson_decode'])} rec/s", ""),
+        (
+            "fold (pure, one core)",
+            f"{f(r['fold_eps'])} ev/s (baseline dict update {f(r['fold_baseline_eps'])})",
+            "target 200,000",
+        ),
+        (
+            "codec encode: ours / avro / orjson",
+            f"{f(c['ours_encode'])} / {f(c['avro_encode'])} / {f(c['orjson_encode'])} rec/s",
+            "",
+        ),
+        (
+            "codec decode: ours / avro / orjson",
+            f"{f(c['ours_decode'])} / {f(c['avro_decode'])} / {f(c['orjson_decode'])} rec/s",
+            "",
+        ),
         ("worker peak RSS", f"{f(r['memory_peak_rss_mb'])} MB holding {r['memory_subjects']:,} subjects", "target 500 MB at 1M"),
         ("correct", str(r["correct"]).lower() + ("" if r["correct"] else f" {r['wrong']}"), ""),
     ]
@@ -573,6 +610,7 @@ def main_bench(argv: list[str], base: Settings, out: IO[str] = sys.stdout) -> in
         }.items() if v is not None},
     )  # fmt: skip
     from streams.broker import local as broker
+
     started = False
     if not reachable(base.bootstrap):
         _say("bench: starting the local broker ...")

@@ -24,9 +24,9 @@ import os
 import sys
 from pathlib import Path
 
-from streams.plumbing import security
 from streams.broker.local import NODE_ID, Secured, new_cluster_id, scram_args, security_properties, write_argfile
 from streams.broker.tls import ensure_tls
+from streams.plumbing import security
 
 HOST = "kafka"
 INTERNAL_PORT, HOST_PORT, CONTROLLER_PORT = 19092, 9092, 29093

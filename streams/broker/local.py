@@ -37,16 +37,16 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
 from streams.broker import acls
-from streams.plumbing import security
-from streams.settings import Settings, SettingsError
 from streams.broker.tls import BROKER_CN, TlsFiles, ensure_tls
+from streams.plumbing import security
 from streams.plumbing.topics import NAMES, ensure_topics
+from streams.settings import Settings, SettingsError
 
 Progress = Callable[[str], None]
 
@@ -158,16 +158,13 @@ def _java() -> str:
         if major == 1 and match.group(2):  # "1.8.0_392" is Java 8
             major = int(match.group(2))
         if major < JAVA_MIN:
-            raise BrokerError(
-                f"{path} is Java {major}, Kafka needs {JAVA_MIN}+: install a newer runtime or set JAVA_HOME"
-            )
+            raise BrokerError(f"{path} is Java {major}, Kafka needs {JAVA_MIN}+: install a newer runtime or set JAVA_HOME")
     return path
 
 
 def _pom(version: str) -> str:
     deps = "\n".join(
-        f"    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
-        f"<version>{v or version}</version></dependency>"
+        f"    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v or version}</version></dependency>"
         for g, a, v in RUNTIME_DEPS
     )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -234,8 +231,7 @@ def ensure_jars(settings: Settings, progress: Progress = _quiet) -> Path:
         mvn = shutil.which("mvn")
         if not mvn:
             raise BrokerError(
-                f"mvn not found: install Apache Maven to fetch Kafka {settings.kafka_version} "
-                "from Maven Central (needed once)"
+                f"mvn not found: install Apache Maven to fetch Kafka {settings.kafka_version} from Maven Central (needed once)"
             )
         if libs.exists():
             shutil.rmtree(libs)  # leftovers of an interrupted fetch
@@ -382,8 +378,7 @@ def security_properties(secured: Secured, client_listeners: Sequence[str]) -> st
         f'username="{security.ADMIN}" password="{secured.admin_password}";'
     )
     per_listener = "\n".join(
-        f"listener.name.{name.lower()}.{security.MECHANISM.lower()}.sasl.jaas.config={jaas}"
-        for name in client_listeners
+        f"listener.name.{name.lower()}.{security.MECHANISM.lower()}.sasl.jaas.config={jaas}" for name in client_listeners
     )
     return f"""\
 # Access control: SASL/SCRAM over TLS for clients, mutual TLS on the controller port, ACLs.

@@ -14,11 +14,11 @@ from dataclasses import replace
 from importlib import resources
 from typing import IO
 
-from streams.plumbing.reading import Entry, read_topic
 from streams.plumbing.net import free_port, reachable
+from streams.plumbing.reading import Entry, read_topic
+from streams.plumbing.text import iso
 from streams.plumbing.topics import delete_prefixed
 from streams.settings import Settings
-from streams.plumbing.text import iso
 
 
 def sample_path() -> str:
@@ -60,9 +60,9 @@ def _show_consent(entries: list[Entry], out: IO[str]) -> int:
 
 def main_demo(base: Settings, keep: bool = False, out: IO[str] = sys.stdout) -> int:
     from streams.broker import local as broker
+    from streams.plumbing.topics import ensure_topics
     from streams.plumbing.upstream import publish_lines
     from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
-    from streams.plumbing.topics import ensure_topics
 
     run_id = uuid.uuid4().hex[:8]
     port = free_port()  # a worker of the user's may hold LIFECYCLE_WEB_PORT
@@ -131,5 +131,5 @@ def _delete_topics(settings: Settings) -> None:
     for prefix in (settings.topic_prefix, f"{settings.app_id}-"):
         try:
             delete_prefixed(settings, prefix)
-        except Exception:  # noqa: BLE001 - a topic left behind is harmless
+        except Exception:  # noqa: BLE001, S110 - a topic left behind is harmless
             pass

@@ -20,20 +20,21 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from datetime import datetime, timezone
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import orjson
 
 from processors.audit import Audit, Entry
 from processors.envelope import ERASED, PREFIX, key_of
 from processors.fold import DECISION_TYPES, TIMER_DECISIONS, export
-from streams.settings import load_policy
+from processors.state import Event
 from schemas import BY_NAME
 from schemas.codec import CodecError, Where, decode, encode
 from streams.plumbing.scan import live_keys, read_all
-from streams.settings import Settings
+from streams.settings import Settings, load_policy
 
 PARALLEL_FROM = 20_000
 """Log entries from which the audit is split across processes, one group of partitions each:
@@ -47,7 +48,7 @@ def read_partitions(
     return read_all(settings, name, until_ms, progress)
 
 
-def _decode(value: bytes, partition: int, offset: int) -> dict:
+def _decode(value: bytes, partition: int, offset: int) -> Event:
     try:
         event = decode(value, Where("lifecycle.events", partition, offset))
     except CodecError as exc:
@@ -56,7 +57,7 @@ def _decode(value: bytes, partition: int, offset: int) -> dict:
     return event
 
 
-def _encode(event: dict) -> bytes:
+def _encode(event: Event) -> bytes:
     value = encode(event)
     assert value is not None
     return value
@@ -67,7 +68,7 @@ def _parse_until(text: str | None) -> int | None:
         return None
     when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return int(when.timestamp() * 1000)
 
 
@@ -115,7 +116,14 @@ def run_replay(
             return None
 
     # a subject's trail (--subject) needs its whole state, which only a single process keeps
-    _, keys = audit_partitions(audit, partitions, settings.policy_file, jobs=1 if keep_states else None, meanwhile=keys_if_allowed, skew_ms=settings.clock_skew_ms)
+    _, keys = audit_partitions(
+        audit,
+        partitions,
+        settings.policy_file,
+        jobs=1 if keep_states else None,
+        meanwhile=keys_if_allowed,
+        skew_ms=settings.clock_skew_ms,
+    )
     report = audit.finish(keys.keys() if keys is not None else (), complete=until_ms is None)
     if keys is None:
         report["erasures_proven"] = None
@@ -205,10 +213,10 @@ def _audit_group(work: tuple[Path | None, int, dict[int, list[Entry]] | list[int
     fingerprints = _fingerprints()
     for p in sorted(share):
         part.partition(p, share[p], fingerprints)
-    part.policy = part.decode = part.encode = None  # type: ignore[assignment]
+    part.policy = part.decode = part.encode = None  # type: ignore[assignment]  # not picklable, not needed back
     # what the verdict still needs, not the whole states: sending those back cost as much as
     # the audit itself (a subject's state holds every record it ever had)
-    part.states = {subject: {"keys": state["keys"]} for subject, state in part.states.items()}
+    part.states = {subject: {"keys": state["keys"]} for subject, state in part.states.items()}  # type: ignore[typeddict-item]  # finish() reads only the keys
     part._matched = {}  # a decision and its copies sit in one partition: settled here
     return part
 
@@ -226,7 +234,7 @@ def _trail(settings: Settings, subject: str, audit: Audit, dev: bool, err: IO[st
     except KeyringError as exc:
         ring = None
         print(f"note: {exc}; fields whose key survives are shown as [encrypted]", file=err)
-    store = Keystore(dict((k.encode(), v) for k, v in keys.items()), ring, encode, lambda raw: decode(raw), lambda: 0) if ring else None
+    store = Keystore({k.encode(): v for k, v in keys.items()}, ring, encode, lambda raw: decode(raw), lambda: 0) if ring else None
 
     def shown(value: str) -> str:
         """Without a master key: what an auditor may still tell about a sealed value."""
@@ -281,7 +289,9 @@ def main_replay(
         print(f"error: --until {until!r}: not an ISO-8601 time", file=err)
         return 2
     try:
-        report, audit = run_replay(settings, until_ms, progress=progress and err.isatty(), err=err, keep_states=subject is not None)
+        report, audit = run_replay(
+            settings, until_ms, progress=progress and err.isatty(), err=err, keep_states=subject is not None
+        )
         if subject is not None:
             doc = _trail(settings, subject, audit, dev, err)
             if doc is None:

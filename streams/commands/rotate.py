@@ -19,8 +19,8 @@ from processors.shredding import KeyringError
 from schemas.codec import decode, encode
 from streams.plumbing.admin import opened
 from streams.plumbing.security import client_kwargs
-from streams.settings import Settings
 from streams.plumbing.topics import partition_for
+from streams.settings import Settings
 
 
 def workers_running(settings: Settings) -> int:
@@ -71,7 +71,10 @@ def main_rotate(settings: Settings, dev: bool = False, out: IO[str] = sys.stdout
     try:
         running = workers_running(settings)
         if running:
-            print(f"error: {running} worker(s) of {settings.app_id} are running: stop them first (see `lifecycle keys rotate --help`)", file=err)
+            print(
+                f"error: {running} worker(s) of {settings.app_id} are running: stop them first (see `lifecycle keys rotate --help`)",
+                file=err,
+            )
             return 2
         rewrapped, current = rotate(settings, dev=dev)
     except KeyringError as exc:

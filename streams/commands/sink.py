@@ -54,8 +54,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
 
-from schemas.contract import split_record_key
 from schemas.codec import CodecError, Where, decode, encode
+from schemas.contract import split_record_key
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -196,9 +196,7 @@ class SqliteSink:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
 

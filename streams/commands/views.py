@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import IO, Any
 
@@ -33,11 +34,12 @@ class NotFound(Exception):
 
 
 def fetch_view(settings: Settings, subject: str, view: str) -> dict[str, Any]:
-    url = f"{settings.worker_url.rstrip('/')}/subjects/{urllib.request.quote(subject, safe='')}/{view}"
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {settings.token()}"})
+    url = f"{settings.worker_url.rstrip('/')}/subjects/{urllib.parse.quote(subject, safe='')}/{view}"
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {settings.token()}"})  # noqa: S310 - our worker's URL
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - our own worker's URL
-            return orjson.loads(resp.read())
+            doc: dict[str, Any] = orjson.loads(resp.read())
+            return doc
     except urllib.error.HTTPError as exc:
         try:
             said = orjson.loads(exc.read())
@@ -49,7 +51,9 @@ def fetch_view(settings: Settings, subject: str, view: str) -> dict[str, Any]:
             raise NotFound(subject, str(said.get("reason", ""))) from None
         if exc.code == 401:
             raise PermissionError("the worker refused the token: set LIFECYCLE_API_TOKEN to the worker's") from None
-        raise WorkerUnreachable(f"the worker at {settings.worker_url} answered {exc.code}: {said.get('error', 'no reason given')}") from None
+        raise WorkerUnreachable(
+            f"the worker at {settings.worker_url} answered {exc.code}: {said.get('error', 'no reason given')}"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         raise WorkerUnreachable(f"no worker answers at {settings.worker_url}") from exc
 
@@ -67,16 +71,19 @@ def _print(doc: dict[str, Any], out: IO[str]) -> None:
 
 def main_consent(subject: str, settings: Settings, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
     try:
+        shown: dict[str, Any] | None
         try:
-            doc = fetch_view(settings, subject, "consent")
+            shown = fetch_view(settings, subject, "consent")
         except WorkerUnreachable as exc:
             print(f"note: {exc}; reading {settings.topic('consent')} instead", file=err)
-            doc = consent_from_topic(settings, subject)
-            if doc is None:
+            shown = consent_from_topic(settings, subject)
+            if shown is None:
                 print(f"error: no consent state for subject {subject!r}: erased", file=err)
                 return 1
     except NotFound as exc:
-        why = {"erased": "erased", "never_seen": "never seen by the pipeline"}.get(exc.reason, "never seen by the pipeline, or erased")
+        why = {"erased": "erased", "never_seen": "never seen by the pipeline"}.get(
+            exc.reason, "never seen by the pipeline, or erased"
+        )
         print(f"error: no consent state for subject {subject!r}: {why}", file=err)
         return 1
     except PermissionError as exc:
@@ -85,7 +92,8 @@ def main_consent(subject: str, settings: Settings, out: IO[str] = sys.stdout, er
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
         print(f"error: cannot read the consent state at {settings.bootstrap}: {type(exc).__name__}", file=err)
         return 2
-    _print(doc, out)
+    assert shown is not None
+    _print(shown, out)
     return 0
 
 

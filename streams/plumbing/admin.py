@@ -9,8 +9,9 @@ broker (``streams.plumbing.security``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from streams.plumbing.logsafe import librdkafka_logger
 from streams.plumbing.security import client_kwargs, librdkafka_security
@@ -43,7 +44,12 @@ def cluster_admin(settings: Settings) -> Any:
     """librdkafka's admin client, as the settings' principal (group descriptions, configs)."""
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": settings.bootstrap, "logger": librdkafka_logger(), **librdkafka_security(settings)})
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap,
+        "logger": librdkafka_logger(),
+        **librdkafka_security(settings),
+    }
+    return AdminClient(config)
 
 
 def check_topic_access(bootstrap: str, topic: str, client: dict[str, Any]) -> None:

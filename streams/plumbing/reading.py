@@ -6,10 +6,12 @@ consumer group, nothing committed), so reading never disturbs a real consumer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from processors.fold import DECISION_TYPES
+from processors.state import Event
 from schemas.codec import CodecError, Where, decode
 from streams.plumbing.admin import check_topic_access
 from streams.plumbing.security import client_kwargs
@@ -29,7 +31,7 @@ class Entry:
     def tombstone(self) -> bool:
         return self.value is None
 
-    def decoded(self) -> dict | None:
+    def decoded(self) -> Event | None:
         if self.value is None:
             return None
         return decode(self.value, Where(self.topic, self.partition, self.offset))
@@ -40,9 +42,7 @@ def read_topic(settings: Settings, name: str, timeout_s: float = 10.0) -> list[E
     return read_entries(settings.bootstrap, settings.topic(name), timeout_s, client=client_kwargs(settings))
 
 
-def read_entries(
-    bootstrap: str, topic: str, timeout_s: float = 10.0, client: dict[str, Any] | None = None
-) -> list[Entry]:
+def read_entries(bootstrap: str, topic: str, timeout_s: float = 10.0, client: dict[str, Any] | None = None) -> list[Entry]:
     """Everything in one topic (any topic, by its full name) up to its current end offsets.
 
     ``client``: security options (``streams.plumbing.security.client_kwargs``); none for PLAINTEXT.
@@ -94,7 +94,7 @@ def latest_by_key(entries: list[Entry]) -> dict[bytes, Entry]:
     return last
 
 
-def decoded_events(entries: list[Entry]) -> Iterator[dict]:
+def decoded_events(entries: list[Entry]) -> Iterator[Event]:
     for e in entries:
         try:
             value = e.decoded()

@@ -9,10 +9,11 @@ nothing else about it depends on the client.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from streams.plumbing.logsafe import librdkafka_logger
 from streams.plumbing.admin import check_topic_access
+from streams.plumbing.logsafe import librdkafka_logger
 from streams.plumbing.security import client_kwargs, librdkafka_security
 from streams.settings import Settings
 
@@ -118,6 +119,7 @@ def _scan(
             # keeps a small topic from costing a whole timeout
             for m in consumer.consume(50_000, 0.02):
                 p = m.partition()
+                assert p is not None  # a message of an assigned partition
                 err = m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
@@ -127,6 +129,7 @@ def _scan(
                         raise ReadError(f"{topic}[{p}]: {err.str()}")
                     continue
                 offset = m.offset()
+                assert offset is not None
                 if offset >= ends[p]:
                     remaining.discard(p)
                     continue

@@ -3,19 +3,36 @@ ISO-8601 UTC, everywhere in a document, by the name of the key that holds them."
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
 def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-TIME_KEYS = frozenset({"at", "updated_at", "collected_at", "retention_deadline", "deadline", "received_at",
-                       "verified_at", "fulfilled_at", "erased_at", "occurred_at", "started_at", "ended_at",
-                       "placed_at", "released_at", "extended_at", "expired_at"})
+TIME_KEYS = frozenset(
+    {
+        "at",
+        "updated_at",
+        "collected_at",
+        "retention_deadline",
+        "deadline",
+        "received_at",
+        "verified_at",
+        "fulfilled_at",
+        "erased_at",
+        "occurred_at",
+        "started_at",
+        "ended_at",
+        "placed_at",
+        "released_at",
+        "extended_at",
+        "expired_at",
+    }
+)
 
 
 def _is_time_key(key: str) -> bool:

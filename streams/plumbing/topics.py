@@ -15,7 +15,7 @@ Why each setting:
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from streams.plumbing.admin import cluster_admin, opened
 from streams.settings import Settings
@@ -75,7 +75,7 @@ def partition_for(key: bytes, partitions: int) -> int:
     """
     from kafka.partitioner.default import murmur2
 
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def ensure_topics(settings: Settings, names: Iterable[str] = NAMES) -> list[str]:
@@ -91,7 +91,9 @@ def create_missing(settings: Settings, topics: dict[str, dict[str, str]]) -> lis
 
     with opened(settings) as admin:
         existing = set(admin.list_topics())
-        new = [NewTopic(name, settings.partitions, 1, topic_configs=conf) for name, conf in topics.items() if name not in existing]
+        new = [
+            NewTopic(name, settings.partitions, 1, topic_configs=conf) for name, conf in topics.items() if name not in existing
+        ]
         if new:
             try:
                 admin.create_topics(new)
@@ -112,7 +114,7 @@ def delete_prefixed(settings: Settings, prefix: str) -> list[str]:
 
 def describe_configs(settings: Settings, topic: str) -> dict[str, str]:
     """The live configuration of one topic (every key, defaults included), as the broker has it."""
-    from confluent_kafka.admin import ConfigResource
+    from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]  # exported at run time, not in the stubs
 
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     client = cluster_admin(settings)  # kept referenced until the answer is in: its handle serves the future

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Iterable
+from typing import Any
 
 from schemas.codec import CodecError, encode
 from schemas.contract import ContractError, parse_line
 from streams.plumbing.security import client_kwargs
 from streams.settings import Settings
-
 
 DEFAULT_TIMEOUT = 300.0
 

@@ -106,13 +106,13 @@ class KafkaClients:
     def end_offset(self, topic: str, partition: int, patience: float = 60.0) -> int:
         """The partition's end offset, asked again while the broker is not answering for it
         (a broker that just restarted does not know its partitions for a moment)."""
-        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         deadline = time.monotonic() + patience
         while True:
             try:
                 return int(self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)[1])
-            except (KafkaException, KafkaError) as exc:
+            except KafkaException as exc:
                 if time.monotonic() > deadline:
                     raise OffsetUnavailable(f"{topic}[{partition}]: {exc}") from None
                 log.warning("no end offset for %s[%d] yet (%s); asking again", topic, partition, exc)
@@ -125,18 +125,21 @@ class KafkaClients:
         end = self.end_offset(topic, partition)
         if start >= end:
             return
-        reader = Consumer({**consumer_config(self.settings), "client.id": "lifecycle-restore", "queued.max.messages.kbytes": 16 * 1024})
+        reader = Consumer(
+            {**consumer_config(self.settings), "client.id": "lifecycle-restore", "queued.max.messages.kbytes": 16 * 1024}
+        )
         try:
             reader.assign([TopicPartition(topic, partition, start)])
             while True:
                 batch = reader.consume(10_000, 1.0)
                 for m in batch:
-                    if m.error():
-                        if m.error().code() == KafkaError._PARTITION_EOF:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
                             return
                         continue
                     yield m.key(), m.value()
-                    if m.offset() >= end - 1:
+                    if (m.offset() or 0) >= end - 1:
                         return
                 if not batch:
                     position = reader.position([TopicPartition(topic, partition)])[0].offset
@@ -155,7 +158,11 @@ class KafkaClients:
         from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
         try:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=not wait)
+            tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            if wait:
+                self.consumer.commit(offsets=tps, asynchronous=False)
+            else:
+                self.consumer.commit(offsets=tps, asynchronous=True)
         except KafkaException as exc:
             if exc.args[0].code() == KafkaError._NO_OFFSET:
                 return  # nothing consumed since the last commit

@@ -44,13 +44,14 @@ from processors.guard import echoable, future_time, screen, wrong_key
 from processors.messages import EVENTS, RECORDS, to_messages
 from processors.policy import Policy
 from processors.shredding import SEALED_TYPES, KeyCache, Keyring, Keystore
+from processors.state import Event, State
 from schemas import UPSTREAM_EVENTS
-from schemas.contract import ContractError, Where, is_valid_id, validate
 from schemas.codec import CodecError, decode, encode
+from schemas.contract import ContractError, Where, is_valid_id, validate
+from streams.plumbing.topics import changelog_topic, partition_for
 from streams.settings import Settings
 from streams.worker.clients import Clients, KafkaClients, OffsetUnavailable
 from streams.worker.tables import Table, open_store
-from streams.plumbing.topics import changelog_topic, partition_for
 
 log = logging.getLogger("lifecycle.worker")
 
@@ -68,7 +69,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def rejection(reason: str, field: str, event: dict | None, where: Where) -> bytes:
+def rejection(reason: str, field: str, event: Event | None, where: Where) -> bytes:
     """A dead letter that says where and why, never what: no value of the event is copied."""
     value = encode(
         {
@@ -112,9 +113,7 @@ class Worker:
         self.keys = Table(self.store, b"K", self.t_keys, self._produce)
         # one keystore per partition (a subject's keys live in its partition), one cache
         cache = KeyCache()
-        self.keystores = [
-            Keystore(self.keys.at(p), keyring, encode, decode, now_ms, cache) for p in range(settings.partitions)
-        ]
+        self.keystores = [Keystore(self.keys.at(p), keyring, encode, decode, now_ms, cache) for p in range(settings.partitions)]
         self.owned: set[int] = set()
         self.chain_heads: dict[int, bytes] = {}
         # deadline index: _index_entry(deadline, partition, subject) for the subjects this
@@ -267,7 +266,7 @@ class Worker:
 
     def process(self, messages: list[Any]) -> None:
         """Guard and fold a batch; returns once its outputs and states are on the broker."""
-        states: dict[tuple[int, bytes], dict] = {}
+        states: dict[tuple[int, bytes], State] = {}
         for m in messages:
             err = m.error()
             if err is not None:
@@ -300,7 +299,7 @@ class Worker:
         self._log.clear()
         self._log_sealed = False
 
-    def _write(self, states: dict[tuple[int, bytes], dict]) -> None:
+    def _write(self, states: dict[tuple[int, bytes], State]) -> None:
         # the states go out only once everything they claim was sent is acknowledged: a crash
         # in between folds the batch again rather than leaving its tombstones unsent
         self._flush_log()
@@ -312,7 +311,7 @@ class Worker:
                 heapq.heappush(self.index, _index_entry(due, p, key))
         self._deliver()
 
-    def _state(self, p: int, key: bytes, subject_id: str, states: dict[tuple[int, bytes], dict]) -> dict:
+    def _state(self, p: int, key: bytes, subject_id: str, states: dict[tuple[int, bytes], State]) -> State:
         state = states.get((p, key))
         if state is None:
             raw = self.subjects.get(p, key)
@@ -320,10 +319,10 @@ class Worker:
             states[(p, key)] = state
         return state
 
-    def _reject(self, reason: str, field: str, event: dict | None, where: Where, key: bytes = b"") -> None:
+    def _reject(self, reason: str, field: str, event: Event | None, where: Where, key: bytes = b"") -> None:
         self._produce(self.t_rejected, key, rejection(reason, field, event, where))
 
-    def _decoded(self, m: Any, where: Where) -> dict | None:
+    def _decoded(self, m: Any, where: Where) -> Event | None:
         try:
             raw = decode(m.value(), where)
         except CodecError as exc:
@@ -331,7 +330,7 @@ class Worker:
             self._reject("undecodable", "", None, where)
             return None
         try:
-            return validate(raw, where)  # type: ignore[arg-type]
+            return validate(raw, where)  # type: ignore[arg-type]  # None (a tombstone) is refused there, not_an_object
         except ContractError as exc:
             log.warning("dead letter %s", exc)
             self._reject(exc.code, exc.field, _identified(raw, exc.field), where)
@@ -347,7 +346,7 @@ class Worker:
         self._produce(topic, key, m.value(), home, headers=m.headers())
         return True
 
-    def _guard(self, m: Any, states: dict[tuple[int, bytes], dict]) -> None:
+    def _guard(self, m: Any, states: dict[tuple[int, bytes], State]) -> None:
         p = m.partition()
         where = Where(self.t_ingest, p, m.offset())
         event = self._decoded(m, where)
@@ -379,14 +378,14 @@ class Worker:
             return
         sealed = self.keystores[p].seal(event, "obligation" if _obligation(event, self.policy) else "standard")
         if event["type"] in SEALED_TYPES and event.get("fields"):
-            self._sealed_now.update(zip(sealed["fields"].values(), event["fields"].values()))
+            self._sealed_now.update(zip(sealed["fields"].values(), event["fields"].values(), strict=True))
             self._log_sealed = True
-        self._log.append((key, encode(sealed), p))  # type: ignore[arg-type]
+        self._log.append((key, encode(sealed), p))  # type: ignore[arg-type]  # an event always encodes
         if self._debug:
             log.debug("appended %s %s to partition %d", event["type"], echoable(event["event_id"]), p)
         self._fold(p, state, sealed, sealed["occurred_at"])
 
-    def _acknowledgement(self, m: Any, states: dict[tuple[int, bytes], dict]) -> None:
+    def _acknowledgement(self, m: Any, states: dict[tuple[int, bytes], State]) -> None:
         """Downstream acknowledgements join the log of record, so a replay sees them too."""
         where = Where(self.t_acks, m.partition(), m.offset())
         event = self._decoded(m, where)
@@ -410,10 +409,10 @@ class Worker:
         if lifecycle.seen(state, event["event_id"]):
             return  # a consumer re-sending an acknowledgement after a crash: the first one counts
         event = self.keystores[p].seal(event)  # no personal fields: only the digest is stamped
-        self._log.append((key, encode(event), p))  # type: ignore[arg-type]
+        self._log.append((key, encode(event), p))  # type: ignore[arg-type]  # an event always encodes
         self._fold(p, state, event, event["occurred_at"])
 
-    def _fold(self, p: int, state: dict, event: dict, now: int) -> None:
+    def _fold(self, p: int, state: State, event: Event, now: int) -> None:
         _, outputs = lifecycle.apply(state, event, now, self.policy)
         if outputs:
             self._emit(outputs, p)
@@ -437,7 +436,7 @@ class Worker:
         messages, self.chain_heads[p] = to_messages(outputs, self._chain_head(p), lambda fields: self._open(p, fields))
         for m in messages:
             if m.topic == EVENTS:
-                self._log.append((m.key, m.value, p))  # type: ignore[arg-type]
+                self._log.append((m.key, m.value, p))  # type: ignore[arg-type]  # a decision is never a tombstone
             else:
                 self._produce(self.t_records if m.topic == RECORDS else self.t_consent, m.key, m.value, headers=m.headers)
         for out in outputs:
@@ -471,7 +470,9 @@ class Worker:
         if p not in self.owned:
             return None
         if not self.lock.acquire(timeout=VIEW_PATIENCE):
-            return 503, orjson.dumps({"error": "the worker is waiting for the broker to acknowledge a batch; try again", "reason": "busy"})
+            return 503, orjson.dumps(
+                {"error": "the worker is waiting for the broker to acknowledge a batch; try again", "reason": "busy"}
+            )
         try:
             raw = self.subjects.get(p, key)
             if not raw:
@@ -508,7 +509,7 @@ class Worker:
             return
         self._deliver()
         after: dict[int, int] = {}
-        states: dict[tuple[int, bytes], dict] = {}
+        states: dict[tuple[int, bytes], State] = {}
         for p, key in due:
             raw = self.subjects.get(p, key)
             if not raw:
@@ -530,7 +531,9 @@ class Worker:
     def run(self, until_idle: bool = False) -> None:
         """Fold batches until ``stopping`` (a signal), then leave the group. ``until_idle``: also
         return the first time a poll brings nothing (a test's stand-in Kafka, drained)."""
-        self.consumer.subscribe([self.t_ingest, self.t_acks], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self.consumer.subscribe(
+            [self.t_ingest, self.t_acks], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         next_tick = time.monotonic() + self.settings.timer_interval
         batch, linger = self.settings.fold_batch, self.settings.fold_linger
         try:
@@ -611,7 +614,7 @@ def _index_partition(entry: bytes) -> int:
     return int.from_bytes(entry[_DUE_BYTES : _DUE_BYTES + 2], "big")
 
 
-def _identified(raw: dict | None, refused_field: str) -> dict | None:
+def _identified(raw: Event | None, refused_field: str) -> Event | None:
     """What of an event the contract refused its dead letter may name, so upstream can tell
     which event it was: its id, when it is one (the contract may have stopped before looking at
     it; free text there may be anything), and its type, when it is one of ours; ``rejection``
@@ -639,8 +642,8 @@ def received_at(m: Any) -> int:
     return min(int(ts), now) if ts > 0 else now
 
 
-def _obligation(event: dict, policy: Policy) -> bool:
+def _obligation(event: Event, policy: Policy) -> bool:
     return event["type"] == "DataCollected" and policy.is_obligation(event["category"], event["legal_basis"])
 
 
-__all__ = ["DeliveryError", "READY", "Worker", "received_at", "rejection"]
+__all__ = ["READY", "DeliveryError", "Worker", "received_at", "rejection"]

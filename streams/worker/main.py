@@ -13,11 +13,10 @@ import logging
 import signal
 from typing import Any
 
-from streams.settings import load_policy
 from streams.plumbing.logsafe import hold_payload_loggers
 from streams.plumbing.security import librdkafka_security
 from streams.plumbing.topics import changelog_config, changelog_topic, create_missing, ensure_topics
-from streams.settings import Settings
+from streams.settings import Settings, load_policy
 from streams.worker.loop import Worker
 from streams.worker.tables import StateDir
 from streams.worker.views import bind

@@ -82,7 +82,7 @@ class LagProbe:
             self._groups = cluster_admin(self.settings)
         try:
             stable, members = ingest_owners(self.settings, self._groups)
-        except Exception:  # the group or its coordinator does not exist yet
+        except Exception:  # noqa: BLE001 - the group or its coordinator does not exist yet
             return 0
         return sum(1 for _, held in members if held) if stable else 0
 
@@ -126,7 +126,8 @@ def lag(settings: Settings) -> int | None:
 
 def group_offsets(admin: Any, group: str) -> dict[Any, Any]:
     """A group's committed offsets (kafka-python 3.0.12 asks for many groups at once)."""
-    return admin.list_group_offsets({group: None}).get(group, {})
+    offsets: dict[Any, Any] = admin.list_group_offsets({group: None}).get(group, {})
+    return offsets
 
 
 def wait_caught_up(settings: Settings, timeout: float = 90.0, proc: subprocess.Popen[bytes] | None = None) -> None:

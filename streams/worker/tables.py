@@ -20,8 +20,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 log = logging.getLogger("lifecycle.tables")
 
@@ -63,13 +64,14 @@ class LocalStore:
         # leaves its store to be thrown away and rebuilt from them (streams.worker.loop), and a
         # clean stop flushes the memtables to disk before closing
         writes = WriteOptions()
-        writes.disable_wal = True
+        writes.disable_wal = True  # type: ignore[method-assign,assignment]  # rocksdict: a property set like an attribute
         self._rocks.set_write_options(writes)
 
     def get(self, key: bytes) -> bytes | None:
         if self._dict is not None:
             return self._dict.get(key)
-        return self._rocks.get(key)
+        found: bytes | None = self._rocks.get(key)
+        return found
 
     def put(self, key: bytes, value: bytes) -> None:
         if self._dict is not None:
@@ -115,7 +117,7 @@ def open_store(url: str, path: Path) -> LocalStore:
     """
     try:
         return LocalStore(url, path)
-    except Exception as exc:  # rocksdict raises plain Exception ("Corruption: ...", "IO error: ...")
+    except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception ("Corruption: ...", "IO error: ...")
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         log.warning("the local store in %s cannot be opened (%s): removed, rebuilding it from the changelogs", path, reason)
         shutil.rmtree(path, ignore_errors=True)
@@ -215,7 +217,7 @@ class Table:
         for k, v in self.store.scan(self.tag + _part(partition)):
             yield k[skip:], v
 
-    def at(self, partition: int) -> "PartitionView":
+    def at(self, partition: int) -> PartitionView:
         return PartitionView(self, partition)
 
     # -- recovery -------------------------------------------------------------------------

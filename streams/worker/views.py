@@ -19,8 +19,9 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -70,7 +71,7 @@ def bind(settings: Settings) -> ViewsServer:
         server_version = "lifecycle"
         sys_version = ""
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the standard library's signature
             pass  # request lines name subjects: the access log is not ours to keep
 
         def _send(self, status: int, body: bytes) -> None:
@@ -80,7 +81,7 @@ def bind(settings: Settings) -> ViewsServer:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        def do_GET(self) -> None:
             header = self.headers.get("Authorization", "")
             if not hmac.compare_digest(header.encode(), expected):
                 self._send(401, orjson.dumps({"error": "unauthorized"}))
@@ -107,7 +108,7 @@ def bind(settings: Settings) -> ViewsServer:
                 return 503, orjson.dumps({"error": "no worker owns this subject's partition yet; try again"})
             if url.rstrip("/") == settings.worker_url.rstrip("/"):
                 return 503, orjson.dumps({"error": "this worker is still recovering the subject's partition; try again"})
-            req = urllib.request.Request(url.rstrip("/") + self.path, headers={"Authorization": header})
+            req = urllib.request.Request(url.rstrip("/") + self.path, headers={"Authorization": header})  # noqa: S310 - a worker of our group
             try:
                 with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - a worker of our group
                     return resp.status, resp.read()

@@ -10,8 +10,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import pytest
@@ -20,8 +20,8 @@ from processors.policy import DAY_MS
 from schemas.codec import encode
 from streams.plumbing.reading import read_entries, read_topic
 from streams.plumbing.upstream import publish_lines
-from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -103,9 +103,7 @@ def worker(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[byte
 def cli(settings: Settings, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
     env.update(settings.to_env())
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args], env=env, input=stdin, capture_output=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, input=stdin, capture_output=True, timeout=120)
 
 
 def test_publish_reports_bad_lines_by_number_and_publishes_the_rest(settings: Settings, tmp_path: Path) -> None:
@@ -131,7 +129,12 @@ def test_publish_reports_bad_lines_by_number_and_publishes_the_rest(settings: Se
     assert "published 2 events" in done.stdout.decode()
     assert len(read_topic(settings, "ingest")) == 2
 
-    ok = cli(settings, "publish", "-", stdin=orjson.dumps(ev("ConsentGiven", "p6", "s-p", "2026-03-01T10:00:00Z", purpose="newsletter")))
+    ok = cli(
+        settings,
+        "publish",
+        "-",
+        stdin=orjson.dumps(ev("ConsentGiven", "p6", "s-p", "2026-03-01T10:00:00Z", purpose="newsletter")),
+    )
     assert ok.returncode == 0, ok.stderr.decode()
 
 
@@ -181,13 +184,10 @@ def all_topic_bytes(settings: Settings) -> dict[str, bytes]:
 
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap)
     try:
-        names = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix) or t.startswith(settings.app_id)]
+        names = [t for t in admin.list_topics() if t.startswith((settings.topic_prefix, settings.app_id))]
     finally:
         admin.close()
-    return {
-        name: b"".join((e.key or b"") + (e.value or b"") for e in read_entries(settings.bootstrap, name))
-        for name in names
-    }
+    return {name: b"".join((e.key or b"") + (e.value or b"") for e in read_entries(settings.bootstrap, name)) for name in names}
 
 
 def test_refused_values_appear_in_no_topic_but_ingest(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
@@ -205,9 +205,7 @@ def test_refused_values_appear_in_no_topic_but_ingest(settings: Settings, worker
             assert not has_card and not has_health, f"forbidden value found in {name}"
 
 
-def test_worker_restarted_mid_stream_resumes_without_second_or_lost_tombstones(
-    settings: Settings, tmp_path: Path
-) -> None:
+def test_worker_restarted_mid_stream_resumes_without_second_or_lost_tombstones(settings: Settings, tmp_path: Path) -> None:
     first, second = HISTORY[:6], HISTORY[6:]
     proc = spawn_worker(settings, tmp_path / "w1.log")
     try:

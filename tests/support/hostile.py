@@ -69,7 +69,7 @@ class Person:
     phone: str
 
     @classmethod
-    def new(cls, prefix: str, i: int) -> "Person":
+    def new(cls, prefix: str, i: int) -> Person:
         tag = uuid.uuid4().hex[:10]
         number = f"{int(tag, 16) % 10**9:09d}"
         email, name = f"{prefix}{i}.{tag}@example.org", f"{prefix.title()} Person {tag}"
@@ -155,9 +155,7 @@ def payload(data: bytes) -> tuple[bytes, ...]:
 
 
 def random_bytes() -> st.SearchStrategy[Recipe]:
-    return st.binary(max_size=300).map(
-        lambda data: lambda i, p: Case("random bytes", data, f"hx-{i}".encode(), payload(data))
-    )
+    return st.binary(max_size=300).map(lambda data: lambda i, p: Case("random bytes", data, f"hx-{i}".encode(), payload(data)))
 
 
 def behind_a_known_header() -> st.SearchStrategy[Recipe]:
@@ -339,7 +337,7 @@ def disguised_field_name() -> st.SearchStrategy[Recipe]:
     def build(name: str) -> Recipe:
         def fill(i: int, p: Person) -> Case:
             fields = {**p.fields(), name: f"{p.name}: asthma"}
-            return Case(f"disguised name {ascii(name)}", wire(collected(f"hx-{i}", f"hx-e{i}", fields)),
+            return Case(f"disguised name {name!a}", wire(collected(f"hx-{i}", f"hx-e{i}", fields)),
                         f"hx-{i}".encode(), tuple(p.values()), frozenset({"special_category"}))  # fmt: skip
 
         return fill
@@ -403,7 +401,7 @@ def split_card(where: str) -> st.SearchStrategy[Recipe]:
                 event[where] = written
                 if where == "subject_id":  # a 13 to 15 digit one reads as a phone number first
                     reasons.add("subject_id_is_contact_data")
-            return Case(f"card in {where}: {ascii(written)}", wire(event), event["subject_id"].encode(),
+            return Case(f"card in {where}: {written!a}", wire(event), event["subject_id"].encode(),
                         (*p.values(), written, digits), frozenset(reasons))  # fmt: skip
 
         return fill

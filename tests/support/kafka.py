@@ -174,7 +174,9 @@ class Consumer:
         self.positions: dict[TP, int] | None = None
         self.queued: list[dict[TP, int] | None] = []
 
-    def subscribe(self, topics: list[str], on_assign: Callable[..., None], on_revoke: Callable[..., None], on_lost: Callable[..., None]) -> None:
+    def subscribe(
+        self, topics: list[str], on_assign: Callable[..., None], on_revoke: Callable[..., None], on_lost: Callable[..., None]
+    ) -> None:
         self.topics = topics
         self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
 
@@ -251,4 +253,4 @@ class MemoryKafka:
         self.consumer.commit([_Offset(t, p, o) for (t, p), o in offsets.items()], asynchronous=not wait)
 
 
-__all__ = ["Broker", "Crash", "MemoryKafka", "Message", "Steps", "TP"]
+__all__ = ["TP", "Broker", "Crash", "MemoryKafka", "Message", "Steps"]

@@ -21,10 +21,20 @@ pytestmark = pytest.mark.integration
 def test_quick_bench_reports_every_figure_and_a_correct_pipeline(settings: Settings) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
     env.update(settings.to_env())
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "bench", "--quick", "--json"], env=env, capture_output=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "bench", "--quick", "--json"], env=env, capture_output=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     r = orjson.loads(done.stdout)
-    for name in ("limit_produce_eps", "limit_consume_eps", "pipeline_1_eps", "pipeline_2_eps", "replay_eps", "fold_eps", "memory_peak_rss_mb"):
+    for name in (
+        "limit_produce_eps",
+        "limit_consume_eps",
+        "pipeline_1_eps",
+        "pipeline_2_eps",
+        "replay_eps",
+        "fold_eps",
+        "memory_peak_rss_mb",
+    ):
         assert r[name] > 0, name
     for name in ("pipeline_1_cpu", "pipeline_2_cpu"):  # where the wall is: busy cores, workers and machine
         assert 0 < r[name]["workers_cores"] <= r[name]["machine_cores"] + 0.5, r[name]

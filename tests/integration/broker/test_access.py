@@ -24,8 +24,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-
-import processors
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import (
     ACL,
@@ -39,23 +37,23 @@ from kafka.admin import (
 )
 from kafka.errors import AuthorizationError, KafkaError, KafkaTimeoutError, TopicAuthorizationFailedError
 from kafka.net.compat import KafkaNetClient
+from support.ports import free_port_pair
 
+import processors
 from processors.shredding import new_master_key_text
+from schemas.codec import encode
 from schemas.contract import parse_line
 from streams.broker import acls
 from streams.broker import local as broker
-from streams.plumbing import security
-from schemas.codec import encode
-from streams.plumbing.reading import decoded_events, read_topic
-from streams.commands.replay import read_partitions, run_replay
-from streams.plumbing.scan import live_keys
-from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
-from streams.settings import Settings
-from streams.commands.sink import SqliteSink, run_sink
 from streams.broker.tls import BROKER_CN, ensure_tls
+from streams.commands.replay import read_partitions, run_replay
+from streams.commands.sink import SqliteSink, run_sink
+from streams.plumbing import security
+from streams.plumbing.reading import decoded_events, read_topic
+from streams.plumbing.scan import live_keys
 from streams.plumbing.topics import NAMES, ensure_topics
-
-from support.ports import free_port_pair
+from streams.settings import Settings
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 
 SAMPLE = Path(processors.__file__).parent / "samples" / "demo.jsonl"
 
@@ -171,9 +169,7 @@ def test_foreign_consumer_group_is_refused(secure_kafka: Settings, user: str, gr
     """A downstream consumer cannot join (and so disturb) the worker's group; upstream has no group."""
     s = as_(secure_kafka, user)
     group_id = s.app_id if group == "worker" else f"{s.app_id}-sink-crm"
-    consumer = KafkaConsumer(
-        s.topic("records"), bootstrap_servers=s.bootstrap, group_id=group_id, **security.client_kwargs(s)
-    )
+    consumer = KafkaConsumer(s.topic("records"), bootstrap_servers=s.bootstrap, group_id=group_id, **security.client_kwargs(s))
     try:
         with pytest.raises(AuthorizationError):
             consumer.poll(timeout_ms=10_000)
@@ -410,5 +406,3 @@ def test_secure_on_a_home_formatted_open_is_one_clear_line(tmp_path: Path) -> No
     with pytest.raises(broker.BrokerError, match=r"formatted without --secure; SCRAM users can only be added"):
         broker.start(s, secure=True)
     assert not broker.status(s).running and not (s.home / "kafka-credentials").exists()
-
-

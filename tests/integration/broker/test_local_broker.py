@@ -14,13 +14,12 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from support.ports import local_broker_settings
 
 from streams.broker import local as broker
-from streams.plumbing import topics
 from streams.broker.local import BrokerError
+from streams.plumbing import topics
 from streams.settings import Settings
-
-from support.ports import local_broker_settings
 
 
 def _local(tmp_path: Path) -> Settings:
@@ -163,5 +162,3 @@ def test_ensure_jars_second_call_does_not_run_mvn(tmp_path: Path, monkeypatch: p
     t0 = time.monotonic()
     assert broker.ensure_jars(s) == libs
     assert time.monotonic() - t0 < 0.5
-
-

@@ -16,18 +16,17 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import pytest
 
-from streams.settings import packaged_policy_text
+from streams.commands.sink import SqliteSink, run_sink
 from streams.plumbing.reading import read_entries, read_topic
 from streams.plumbing.upstream import publish_lines
+from streams.settings import Settings, packaged_policy_text
 from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
-from streams.settings import Settings
-from streams.commands.sink import SqliteSink, run_sink
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +40,13 @@ def ev(type_: str, event_id: str, subject: str, when: str, **fields: object) -> 
 
 
 def collected(event_id: str, subject: str, record: str, fields: dict, when: str = "2026-03-01T10:00:00Z", **kw: object) -> dict:
-    base = {"record_id": record, "category": "contact", "purpose": "inquiry", "legal_basis": "legitimate_interest", "fields": fields}
+    base = {
+        "record_id": record,
+        "category": "contact",
+        "purpose": "inquiry",
+        "legal_basis": "legitimate_interest",
+        "fields": fields,
+    }
     base.update(kw)
     return ev("DataCollected", event_id, subject, when, **base)
 
@@ -49,7 +54,15 @@ def collected(event_id: str, subject: str, record: str, fields: dict, when: str 
 HISTORY = [
     collected("g1", "s-grace", "r1", ERASED),
     ev("ConsentGiven", "g2", "s-grace", "2026-03-01T10:01:00Z", purpose="newsletter"),
-    collected("g3", "s-grace", "r2", {"email": ERASED["email"]}, when="2026-03-01T10:02:00Z", purpose="newsletter", legal_basis="consent"),
+    collected(
+        "g3",
+        "s-grace",
+        "r2",
+        {"email": ERASED["email"]},
+        when="2026-03-01T10:02:00Z",
+        purpose="newsletter",
+        legal_basis="consent",
+    ),
     collected("a1", "s-alan", "r1", KEPT),
     ev("ConsentGiven", "a2", "s-alan", "2026-03-01T10:01:00Z", purpose="newsletter"),
     ev("ErasureRequested", "g4", "s-grace", "2026-03-03T09:00:00Z", request_id="q-grace"),
@@ -179,7 +192,9 @@ def test_erasure_leaves_no_personal_value_anywhere_and_is_proven_by_replay(
     while not completed and time.monotonic() < deadline:
         completed = [d for e in read_topic(quick, "events") if (d := e.decoded()) and d["type"] == "ErasureCompleted"]
         time.sleep(0.5)
-    assert [(c["subject_id"], c["request_id"], sorted(c["consumers"])) for c in completed] == [("s-grace", "q-grace", sorted(CONSUMERS))]
+    assert [(c["subject_id"], c["request_id"], sorted(c["consumers"])) for c in completed] == [
+        ("s-grace", "q-grace", sorted(CONSUMERS))
+    ]
 
     # traffic goes on; the cleaner and the retention check do their work
     prefixes = (quick.topic_prefix, quick.app_id)
@@ -198,7 +213,9 @@ def test_erasure_leaves_no_personal_value_anywhere_and_is_proven_by_replay(
     wait_caught_up(quick, proc=worker)
     state_dir = quick.worker_dir
     local = scan_files(state_dir, ())
-    print(f"raw-bytes scan after erasure: {round_} traffic rounds; served hits {served}; broker files {disk}; worker state {local}")
+    print(
+        f"raw-bytes scan after erasure: {round_} traffic rounds; served hits {served}; broker files {disk}; worker state {local}"
+    )
     assert served == {}
     assert disk == {}
     assert local == {}
@@ -207,9 +224,7 @@ def test_erasure_leaves_no_personal_value_anywhere_and_is_proven_by_replay(
     # the auditor's replay re-derives every decision and proves the erasure from the log alone
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
     env.update(quick.to_env())
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "replay"], env=env, capture_output=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "replay"], env=env, capture_output=True, timeout=300)
     report = orjson.loads(done.stdout)
     assert done.returncode == 0, report["mismatches"]
     assert report["mismatch_count"] == 0 and report["erasures"] == 1 and report["erasures_proven"] == 1

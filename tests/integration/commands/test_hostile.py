@@ -35,7 +35,6 @@ from typing import Any
 
 import orjson
 import pytest
-
 from support.hostile import (
     NOW,
     SEED,
@@ -49,11 +48,12 @@ from support.hostile import (
     hostile_cases,
     wire,
 )
-from schemas.contract import parse_line
+
 from schemas.codec import decode
+from schemas.contract import parse_line
 from streams.plumbing.reading import latest_by_key, read_entries, read_topic
-from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

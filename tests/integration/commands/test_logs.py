@@ -26,10 +26,9 @@ import orjson
 import pytest
 
 from processors.policy import DAY_MS
-from streams.settings import load_policy
 from streams.plumbing.reading import read_topic
+from streams.settings import Settings, load_policy
 from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
-from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -79,8 +78,7 @@ def history(base: int) -> list[dict]:
         ev("LegalHoldPlaced", a, "a15", hold_id="h-1", reason="litigation"),
         ev("LegalHoldReleased", a, "a16", hold_id="h-1", reason="settled"),
         collected(g, "g01", "r1", GRACE),
-        collected(g, "g02", "r2", {"name": GRACE["name"], "cv": GRACE_CV}, category="employment",
-                  purpose="recruitment"),  # fmt: skip
+        collected(g, "g02", "r2", {"name": GRACE["name"], "cv": GRACE_CV}, category="employment", purpose="recruitment"),
         ev("ConsentGiven", g, "g03", purpose="newsletter"),
         ev("ErasureRequested", g, "g04", request_id="q-g1"),
         ev("IdentityVerified", g, "g05", request_id="q-g1", method="id_document"),
@@ -182,6 +180,5 @@ def test_no_personal_value_in_any_log_line_or_dead_letter(settings: Settings, tm
         **{f"dead letter @{e.partition}/{e.offset}": (e.key or b"") + (e.value or b"") for e in letters},
     }
     secrets = forms(personal_values())
-    found = sorted({f"{where}: {s.decode(errors='replace')}"
-                    for where, text in seen.items() for s in secrets if s in text})
+    found = sorted({f"{where}: {s.decode(errors='replace')}" for where, text in seen.items() for s in secrets if s in text})
     assert not found, f"personal values printed or dead-lettered ({len(found)}): {found[:10]}"

@@ -18,16 +18,15 @@ import orjson
 import pytest
 
 from processors.audit import Audit
+from processors.fold import TIMER_DECISIONS
 from processors.policy import Policy
-from streams.settings import load_policy
 from schemas import BY_NAME
 from schemas.codec import decode, encode
+from streams.commands.replay import _decode, _encode
 from streams.plumbing.reading import read_topic
 from streams.plumbing.upstream import publish_lines
-from processors.fold import TIMER_DECISIONS
-from streams.commands.replay import _decode, _encode
+from streams.settings import Settings, load_policy
 from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
-from streams.settings import Settings
 
 DAY = 86_400_000
 T0 = 1_705_312_800_000
@@ -44,9 +43,39 @@ def ev(typ: str, eid: str, sid: str, at: int, **kw: object) -> dict:
 
 
 HISTORY = [
-    ev("DataCollected", "e1", "s-1", T0, record_id="r1", category="contact", purpose="inquiry", legal_basis="legitimate_interest", fields={"name": "A"}),
-    ev("DataCollected", "e2", "s-2", T0, record_id="r1", category="contact", purpose="inquiry", legal_basis="legitimate_interest", fields={"name": "B"}),
-    ev("DataCollected", "e3", "s-1", T0, record_id="r2", category="contact", purpose="newsletter", legal_basis="consent", fields={"name": "A"}),
+    ev(
+        "DataCollected",
+        "e1",
+        "s-1",
+        T0,
+        record_id="r1",
+        category="contact",
+        purpose="inquiry",
+        legal_basis="legitimate_interest",
+        fields={"name": "A"},
+    ),
+    ev(
+        "DataCollected",
+        "e2",
+        "s-2",
+        T0,
+        record_id="r1",
+        category="contact",
+        purpose="inquiry",
+        legal_basis="legitimate_interest",
+        fields={"name": "B"},
+    ),
+    ev(
+        "DataCollected",
+        "e3",
+        "s-1",
+        T0,
+        record_id="r2",
+        category="contact",
+        purpose="newsletter",
+        legal_basis="consent",
+        fields={"name": "A"},
+    ),
     ev("ErasureRequested", "e4", "s-1", T0 + DAY, request_id="q1"),
     ev("IdentityVerified", "e5", "s-1", T0 + DAY, request_id="q1", method="email_link"),
     ev("AccessRequested", "e6", "s-2", T0 + DAY, request_id="q2"),
@@ -61,9 +90,7 @@ def audit(entries: list[tuple[int, int, bytes]], policy: Policy) -> dict:
 
 @pytest.mark.integration
 def test_replay_command_passes_on_the_real_log_and_names_the_tampered_offset(settings: Settings, tmp_path: Path) -> None:
-    history = [
-        {**e, "occurred_at": "2026-03-0%dT10:00:00Z" % (1 + i // 3)} for i, e in enumerate(HISTORY)
-    ]
+    history = [{**e, "occurred_at": f"2026-03-0{1 + i // 3}T10:00:00Z"} for i, e in enumerate(HISTORY)]
     proc = spawn_worker(settings, tmp_path / "worker.log")
     try:
         assert publish_lines([orjson.dumps(e) for e in history], settings).ok

@@ -17,8 +17,8 @@ import pytest
 from processors.shredding import new_master_key_text
 from streams.plumbing.reading import latest_by_key, read_topic
 from streams.plumbing.upstream import publish_lines
-from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +28,28 @@ def ev(type_: str, event_id: str, subject: str, when: str, **fields: object) -> 
 
 
 HISTORY = [
-    ev("DataCollected", "k1", "s-kept", "2026-03-01T10:00:00Z", record_id="r1", category="contact", purpose="inquiry",
-       legal_basis="legitimate_interest", fields={"email": "kept.person@example.org"}),
-    ev("DataCollected", "x1", "s-gone", "2026-03-01T10:00:00Z", record_id="r1", category="contact", purpose="inquiry",
-       legal_basis="legitimate_interest", fields={"email": "gone.person@example.org"}),
+    ev(
+        "DataCollected",
+        "k1",
+        "s-kept",
+        "2026-03-01T10:00:00Z",
+        record_id="r1",
+        category="contact",
+        purpose="inquiry",
+        legal_basis="legitimate_interest",
+        fields={"email": "kept.person@example.org"},
+    ),
+    ev(
+        "DataCollected",
+        "x1",
+        "s-gone",
+        "2026-03-01T10:00:00Z",
+        record_id="r1",
+        category="contact",
+        purpose="inquiry",
+        legal_basis="legitimate_interest",
+        fields={"email": "gone.person@example.org"},
+    ),
     ev("ErasureRequested", "x2", "s-gone", "2026-03-02T10:00:00Z", request_id="q-x"),
     ev("IdentityVerified", "x3", "s-gone", "2026-03-02T10:05:00Z", request_id="q-x", method="email_link"),
 ]

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-import streams
 from kafka import KafkaProducer
 
+import streams
 from schemas.codec import encode
+from streams.commands.sink import SqliteSink, main_sink, run_sink
 from streams.plumbing.reading import decoded_events, read_topic
 from streams.settings import Settings
-from streams.commands.sink import SqliteSink, main_sink, run_sink
 
 ROOT = Path(streams.__file__).resolve().parents[1]  # the checkout, for child processes
 T0 = 1_770_000_000_000
@@ -320,8 +319,7 @@ def test_main_sink_command(
     out, err = capsys.readouterr()
     assert (
         out == ""
-        and err
-        == "error: topic missing.lifecycle.records does not exist; start the pipeline (lifecycle worker) first\n"
+        and err == "error: topic missing.lifecycle.records does not exist; start the pipeline (lifecycle worker) first\n"
     )
 
 

@@ -16,29 +16,28 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
+from support.http import bearer, http_get
+from support.ports import free_port_pair, local_broker_settings
 
 from processors import fold as lifecycle
-from streams.settings import load_policy
-from processors.shredding import new_master_key_text
-from streams.broker import local as broker
 from processors.messages import downstream_of
+from processors.shredding import new_master_key_text
+from schemas.codec import decode, encode
 from streams.bench.history import history
 from streams.bench.measure import fill
-from schemas.codec import decode, encode
-from streams.plumbing.reading import latest_by_key, read_topic
+from streams.broker import local as broker
 from streams.plumbing.group import ingest_owners
-from streams.plumbing.upstream import producer
-from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
-from streams.settings import Settings
+from streams.plumbing.reading import latest_by_key, read_topic
 from streams.plumbing.topics import ensure_topics
-
-from support.ports import free_port_pair, local_broker_settings
-from support.http import bearer, http_get
+from streams.plumbing.upstream import producer
+from streams.settings import Settings, load_policy
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +85,9 @@ class Publisher(threading.Thread):
         futures = []
         try:
             for ev in self.events:
-                futures.append((ev["event_id"], prod.send(self.settings.topic("ingest"), key=ev["subject_id"].encode(), value=encode(ev))))
+                futures.append(
+                    (ev["event_id"], prod.send(self.settings.topic("ingest"), key=ev["subject_id"].encode(), value=encode(ev)))
+                )
                 time.sleep(self.pause)
             prod.flush(timeout=180)
             for event_id, fut in futures:
@@ -174,7 +175,9 @@ def test_two_workers_split_the_partitions_and_the_survivor_takes_over_a_killed_o
     # port of its own, the master key file and the API token of the group
     keys = tmp_path / "master-keys"
     keys.write_text(new_master_key_text() + "\n")
-    s = dataclasses.replace(settings, timer_interval=3600.0, api_token="one-token-for-the-group", master_key="", master_key_file=keys)
+    s = dataclasses.replace(
+        settings, timer_interval=3600.0, api_token="one-token-for-the-group", master_key="", master_key_file=keys
+    )
     events = history(3_000, 400, seed=43)
     first, rest = events[:600], events[600:]
     fill(s, "ingest", [(e["subject_id"].encode(), encode(e)) for e in first])  # type: ignore[misc]
@@ -204,7 +207,7 @@ def test_two_workers_split_the_partitions_and_the_survivor_takes_over_a_killed_o
         subjects = sorted({e["subject_id"] for e in first})[:12]
         for sid in subjects:  # 503 while a worker still recovers the partition it was given
             answers = _wait_for(
-                lambda: (a := [_view(url, s, sid) for url in urls]) and all(st != 503 for st, _ in a) and a,
+                lambda sid=sid: (a := [_view(url, s, sid) for url in urls]) and all(st != 503 for st, _ in a) and a,
                 timeout=60,
                 what=f"the workers did not both answer for {sid}",
             )

@@ -121,4 +121,5 @@ def test_a_worker_killed_mid_batch_ends_exactly_where_the_pure_fold_ends(setting
     assert report["mismatch_count"] == 0, report["mismatches"]
     assert report["duplicate_decisions"] == twice
 
+
 # appended to the test module temporarily

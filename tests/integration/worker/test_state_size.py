@@ -15,8 +15,8 @@ import pytest
 
 from streams.plumbing.reading import latest_by_key, read_topic
 from streams.plumbing.upstream import publish_lines
-from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
+from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

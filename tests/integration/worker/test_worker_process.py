@@ -19,16 +19,15 @@ from pathlib import Path
 
 import orjson
 import pytest
+from support.http import bearer, http_get
+from support.ports import free_port_pair
 
 from processors.shredding import new_master_key_text
+from streams.commands.replay import run_replay
 from streams.plumbing.reading import read_topic
 from streams.plumbing.upstream import publish_lines
-from streams.commands.replay import run_replay
-from streams.worker.processes import lag, spawn_worker, stop_worker, wait_caught_up
 from streams.settings import Settings
-
-from support.ports import free_port_pair
-from support.http import bearer, http_get
+from streams.worker.processes import lag, spawn_worker, stop_worker, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +36,9 @@ DAY_MS = 86_400_000
 
 def ev(type_: str, event_id: str, subject: str, at_ms: int, **fields: object) -> bytes:
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at_ms / 1000))
-    return orjson.dumps({"type": type_, "event_id": event_id, "subject_id": subject, "occurred_at": iso, "source": "test", **fields})
+    return orjson.dumps(
+        {"type": type_, "event_id": event_id, "subject_id": subject, "occurred_at": iso, "source": "test", **fields}
+    )
 
 
 def collected(event_id: str, subject: str, record: str, at_ms: int) -> bytes:
@@ -51,7 +52,9 @@ def logged_ids(settings: Settings) -> set[str]:
     return {ev["event_id"] for e in read_topic(settings, "events") if (ev := e.decoded()) is not None}
 
 
-def cli(settings: Settings, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(
+    settings: Settings, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
     full.update(settings.to_env() if env is None else env)
     return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=full, capture_output=True, text=True, timeout=timeout)

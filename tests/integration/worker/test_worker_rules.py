@@ -22,13 +22,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import pytest
+from support.http import bearer, http_get
 
 from processors.fold import (
     DECISION_TYPES,
@@ -43,14 +45,11 @@ from processors.fold import (
 )
 from processors.guard import screen
 from processors.policy import DAY_MS
-from streams.settings import load_policy
 from schemas.contract import parse_line, record_key
 from streams.plumbing.reading import latest_by_key, read_topic
 from streams.plumbing.upstream import publish_lines
+from streams.settings import Settings, load_policy
 from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
-from streams.settings import Settings
-
-from support.http import bearer, http_get
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +68,7 @@ def now_ms() -> int:
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def ev(type_: str, event_id: str, subject: str, at_ms: int, **fields: object) -> dict:
@@ -222,11 +221,11 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 TIME_KEYS = ("at", "deadline")
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def is_time_key(key: str) -> bool:
-    return key in TIME_KEYS or key.endswith("_at") or key.endswith("_deadline")
+    return key in TIME_KEYS or key.endswith(("_at", "_deadline"))
 
 
 def read_back(value: Any, key: str = "") -> Any:
@@ -262,9 +261,7 @@ def running_worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[b
 # --------------------------------------------------------------------------------------
 
 
-def test_retention_timer_tombstones_an_overdue_record_and_records_the_decision(
-    settings: Settings, tmp_path: Path
-) -> None:
+def test_retention_timer_tombstones_an_overdue_record_and_records_the_decision(settings: Settings, tmp_path: Path) -> None:
     """Nothing upstream happens, yet a record past its 12 months goes: the timer on its own.
 
     A worker with a 1 s timer is given one record collected 400 days ago (overdue under the
@@ -344,9 +341,7 @@ def view_history(base: int) -> list[dict]:
     ]
 
 
-def test_views_answer_with_the_pure_views_behind_a_token_that_leaks_nothing(
-    settings: Settings, tmp_path: Path
-) -> None:
+def test_views_answer_with_the_pure_views_behind_a_token_that_leaks_nothing(settings: Settings, tmp_path: Path) -> None:
     """The consent and export views serve exactly ``consent_view`` / ``export`` of the state.
 
     Without the token, or with a wrong one, the answer is the same 401 for a known and an
@@ -421,8 +416,15 @@ def full_history(base: int) -> list[dict]:
         ev("IdentityVerified", "a09", a, next(t), request_id="q-a1", method="email_link"),
         ev("PortabilityRequested", "a10", a, next(t), request_id="q-a2"),
         ev("DeadlineExtended", "a11", a, next(t), request_id="q-a2", notice="notice-a2"),
-        ev("RectificationRequested", "a12", a, next(t), request_id="q-a3", record_id="r1",
-           fields={"name": "Test Person Corrected"}),
+        ev(
+            "RectificationRequested",
+            "a12",
+            a,
+            next(t),
+            request_id="q-a3",
+            record_id="r1",
+            fields={"name": "Test Person Corrected"},
+        ),
         ev("IdentityVerified", "a13", a, next(t), request_id="q-a3", method="email_link"),
         ev("IdentityVerified", "a14", a, next(t), request_id="q-a4", method="id_document"),
         ev("RestrictionRequested", "a15", a, next(t), request_id="q-a4", purpose="inquiry"),
@@ -435,8 +437,16 @@ def full_history(base: int) -> list[dict]:
     ]
     subject_b = [  # relationship, legal obligation, legal hold, erasure, hold released
         ev("RelationshipStarted", "b01", b, next(t), relationship_id="rel-1", kind="client"),
-        collected("b02", b, "r1", next(t), category="billing", purpose="invoicing", legal_basis="legal_obligation",
-                  fields={"name": "Test Person B", "city": "Testville"}),
+        collected(
+            "b02",
+            b,
+            "r1",
+            next(t),
+            category="billing",
+            purpose="invoicing",
+            legal_basis="legal_obligation",
+            fields={"name": "Test Person B", "city": "Testville"},
+        ),
         collected("b03", b, "r2", next(t), purpose="service_delivery", legal_basis="contract"),
         collected("b04", b, "r3", next(t)),
         ev("RelationshipEnded", "b05", b, next(t), relationship_id="rel-1", kind="client"),
@@ -483,16 +493,26 @@ def by_subject(events: list[dict]) -> dict[str, list[tuple[str, str]]]:
 
 
 UPSTREAM = {
-    "DataCollected", "ConsentGiven", "ConsentWithdrawn", "Unsubscribed", "RelationshipStarted",
-    "RelationshipEnded", "IdentityVerified", "ErasureRequested", "AccessRequested", "PortabilityRequested",
-    "RectificationRequested", "RestrictionRequested", "ObjectionRaised", "LegalHoldPlaced",
-    "LegalHoldReleased", "DeadlineExtended",
+    "DataCollected",
+    "ConsentGiven",
+    "ConsentWithdrawn",
+    "Unsubscribed",
+    "RelationshipStarted",
+    "RelationshipEnded",
+    "IdentityVerified",
+    "ErasureRequested",
+    "AccessRequested",
+    "PortabilityRequested",
+    "RectificationRequested",
+    "RestrictionRequested",
+    "ObjectionRaised",
+    "LegalHoldPlaced",
+    "LegalHoldReleased",
+    "DeadlineExtended",
 }
 
 
-def test_history_of_every_event_type_gives_exactly_what_the_pure_fold_gives(
-    settings: Settings, tmp_path: Path
-) -> None:
+def test_history_of_every_event_type_gives_exactly_what_the_pure_fold_gives(settings: Settings, tmp_path: Path) -> None:
     """The worker is the pure fold plus plumbing: an auditor's replay must find the same results.
 
     The last value of every key on ``lifecycle.records`` and ``lifecycle.consent`` and the
@@ -542,9 +562,9 @@ def test_history_of_every_event_type_gives_exactly_what_the_pure_fold_gives(
     assert len(first_copies) == len(history) - 2  # the premise: one event_id is published thrice
     assert by_subject(upstream) == by_subject(first_copies), "the log of record differs from what was published"
     replay = fold_events(upstream)
-    assert {k: d["type"] for k, d in replay.decisions.items()} == {
-        k: d["type"] for k, d in expected.decisions.items()
-    }, "the replay of the log decides otherwise than the fold of the published history"
+    assert {k: d["type"] for k, d in replay.decisions.items()} == {k: d["type"] for k, d in expected.decisions.items()}, (
+        "the replay of the log decides otherwise than the fold of the published history"
+    )
 
     on_log = [e for e in log if e["type"] in DECISION_TYPES]
     actual = {d["event_id"]: without_chain(d) for d in on_log}

@@ -16,13 +16,12 @@ import pytest
 from processors.audit import Audit
 from processors.chain import GENESIS, link
 from processors.envelope import build
-from processors.fold import Decision, apply, new_state
+from processors.fold import TIMER_DECISIONS, Decision, apply, new_state
 from processors.policy import Policy
-from streams.settings import load_policy
 from schemas import BY_NAME
 from schemas.codec import decode, encode
-from processors.fold import TIMER_DECISIONS
 from streams.commands.replay import _decode, _encode, audit_partitions
+from streams.settings import load_policy
 
 DAY = 86_400_000
 T0 = 1_705_312_800_000
@@ -39,9 +38,39 @@ def ev(typ: str, eid: str, sid: str, at: int, **kw: object) -> dict:
 
 
 HISTORY = [
-    ev("DataCollected", "e1", "s-1", T0, record_id="r1", category="contact", purpose="inquiry", legal_basis="legitimate_interest", fields={"name": "A"}),
-    ev("DataCollected", "e2", "s-2", T0, record_id="r1", category="contact", purpose="inquiry", legal_basis="legitimate_interest", fields={"name": "B"}),
-    ev("DataCollected", "e3", "s-1", T0, record_id="r2", category="contact", purpose="newsletter", legal_basis="consent", fields={"name": "A"}),
+    ev(
+        "DataCollected",
+        "e1",
+        "s-1",
+        T0,
+        record_id="r1",
+        category="contact",
+        purpose="inquiry",
+        legal_basis="legitimate_interest",
+        fields={"name": "A"},
+    ),
+    ev(
+        "DataCollected",
+        "e2",
+        "s-2",
+        T0,
+        record_id="r1",
+        category="contact",
+        purpose="inquiry",
+        legal_basis="legitimate_interest",
+        fields={"name": "B"},
+    ),
+    ev(
+        "DataCollected",
+        "e3",
+        "s-1",
+        T0,
+        record_id="r2",
+        category="contact",
+        purpose="newsletter",
+        legal_basis="consent",
+        fields={"name": "A"},
+    ),
     ev("ErasureRequested", "e4", "s-1", T0 + DAY, request_id="q1"),
     ev("IdentityVerified", "e5", "s-1", T0 + DAY, request_id="q1", method="email_link"),
     ev("AccessRequested", "e6", "s-2", T0 + DAY, request_id="q2"),
@@ -154,11 +183,21 @@ def test_a_decision_no_event_justifies_is_not_rederived(policy: Policy) -> None:
     entries = write_log(HISTORY[:3], policy)  # no erasure was ever requested
     head = entries[decision_offsets(entries)[-1]][2] if decision_offsets(entries) else GENESIS
     forged = encode(
-        {"type": "ErasureExecuted", "event_id": "x/ErasureExecuted/q9", "subject_id": "s-2", "occurred_at": T0 + DAY,
-         "source": "lifecycle", "caused_by": "x", "chain": link(head), "request_id": "q9", "erased": ["r1"], "retained": {}}
+        {
+            "type": "ErasureExecuted",
+            "event_id": "x/ErasureExecuted/q9",
+            "subject_id": "s-2",
+            "occurred_at": T0 + DAY,
+            "source": "lifecycle",
+            "caused_by": "x",
+            "chain": link(head),
+            "request_id": "q9",
+            "erased": ["r1"],
+            "retained": {},
+        }
     )
     assert forged is not None
-    report = audit(entries + [(len(entries), 0, forged)], policy)
+    report = audit([*entries, (len(entries), 0, forged)], policy)
     assert [(m["kind"], m["offset"]) for m in report["mismatches"]] == [("not_rederived", len(entries))]
 
 
@@ -202,5 +241,3 @@ def test_a_log_audited_in_several_processes_gives_the_same_report(policy: Policy
     assert several["partitions"] == 4 and several["subjects"] == 8
     assert {"kind": "differs", "partition": 2, "offset": target}.items() <= several["mismatches"][0].items()
     assert any(m["kind"] == "key_not_destroyed" for m in several["mismatches"])
-
-

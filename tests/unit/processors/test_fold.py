@@ -22,12 +22,13 @@ after erasure) -> test_fold_*; purity: test_purity.py.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 
+from processors import envelope
 from processors.fold import (
     ConsentChange,
     Decision,
@@ -40,7 +41,6 @@ from processors.fold import (
     next_deadline,
     redelivered,
 )
-from processors import envelope
 from processors.policy import Policy
 from streams.settings import load_policy
 
@@ -49,7 +49,7 @@ HOUR = 3_600_000
 
 
 def ms(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
 
 
 T0 = ms("2024-01-15T10:00:00")
@@ -74,7 +74,14 @@ class Subject:
 
     def event(self, typ: str, at: int, **kw: Any) -> dict:
         self.n += 1
-        return {"type": typ, "event_id": f"{self.sid}-e{self.n}", "subject_id": self.sid, "occurred_at": at, "source": "test", **kw}
+        return {
+            "type": typ,
+            "event_id": f"{self.sid}-e{self.n}",
+            "subject_id": self.sid,
+            "occurred_at": at,
+            "source": "test",
+            **kw,
+        }
 
     def apply(self, event: dict, now: int | None = None) -> list[Output]:
         self.log.append(event)
@@ -670,7 +677,15 @@ def test_rule_objection_alias_uses_same_rules(policy: Policy) -> None:
 
 
 @pytest.mark.parametrize(
-    "typ", ["AccessRequested", "PortabilityRequested", "ErasureRequested", "RectificationRequested", "RestrictionRequested", "ObjectionRaised"]
+    "typ",
+    [
+        "AccessRequested",
+        "PortabilityRequested",
+        "ErasureRequested",
+        "RectificationRequested",
+        "RestrictionRequested",
+        "ObjectionRaised",
+    ],
 )
 def test_rule_deadlines_every_request_missed_once_after_one_month(policy: Policy, typ: str) -> None:
     s = Subject(policy)
@@ -728,7 +743,9 @@ def test_rule_deadlines_answered_request_is_never_missed(policy: Policy) -> None
 # ======================================================================================
 
 
-@pytest.mark.parametrize("field", ["health", "religion", "ethnicity", "political_opinion", "sexual_orientation", "card_number", "iban"])
+@pytest.mark.parametrize(
+    "field", ["health", "religion", "ethnicity", "political_opinion", "sexual_orientation", "card_number", "iban"]
+)
 def test_rule_forbidden_data_field_names_map_into_forbidden_subtrees(policy: Policy, field: str) -> None:
     category = policy.forbidden_field_category(field)
     assert category is not None and policy.is_forbidden_category(category)
@@ -823,7 +840,15 @@ def test_fold_tells_a_redelivery_from_a_conflicting_one_by_digest(policy: Policy
 
 def test_fold_duplicate_event_id_changes_nothing_and_outputs_nothing(policy: Policy) -> None:
     s = Subject(policy)
-    first = s.event("DataCollected", T0, record_id="r-1", category="contact", purpose="inquiry", legal_basis="legitimate_interest", fields={"email": "a@x"})
+    first = s.event(
+        "DataCollected",
+        T0,
+        record_id="r-1",
+        category="contact",
+        purpose="inquiry",
+        legal_basis="legitimate_interest",
+        fields={"email": "a@x"},
+    )
     assert upserted(s.apply(first))
     before = orjson.dumps(s.state)
     again = {**first, "fields": {"email": "changed@x"}}
@@ -884,7 +909,9 @@ def test_fold_decision_ids_are_deterministic_and_stamped_with_the_cause(policy: 
     def run() -> list[dict]:
         s = Subject(policy)
         s.collect(T0, "r-1")
-        return decisions(s.request("ErasureRequested", T0 + DAY) + s.tick(T0 + 400 * DAY) + s.collect(T0, "r-2", purpose="newsletter"))
+        return decisions(
+            s.request("ErasureRequested", T0 + DAY) + s.tick(T0 + 400 * DAY) + s.collect(T0, "r-2", purpose="newsletter")
+        )
 
     first, second = run(), run()
     assert first == second

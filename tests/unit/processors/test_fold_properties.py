@@ -10,7 +10,8 @@ record outlives its deadline by more than one timer period.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -73,7 +74,9 @@ step = st.one_of(  # repeated branches weigh more
     relationship,
     relationship,
     st.tuples(st.just("hold"), st.sampled_from(["LegalHoldPlaced", "LegalHoldReleased"]), st.sampled_from(HOLDS)),
-    st.tuples(st.just("request"), st.sampled_from(REQUEST_TYPES), st.sampled_from(REQUESTS), st.sampled_from(RECORDS), st.booleans()),
+    st.tuples(
+        st.just("request"), st.sampled_from(REQUEST_TYPES), st.sampled_from(REQUESTS), st.sampled_from(RECORDS), st.booleans()
+    ),
     st.tuples(st.just("request"), st.just("ErasureRequested"), st.sampled_from(REQUESTS), st.just(""), st.just(True)),
     st.tuples(st.just("verify"), st.sampled_from(REQUESTS)),
     st.tuples(st.just("extend"), st.sampled_from(REQUESTS)),
@@ -102,7 +105,14 @@ def build(history: list[tuple[int, tuple]]) -> list[dict]:
         then: list[dict] = []  # events of the same step, a minute later
         if kind == "collect":
             record, (purpose, category, basis) = args
-            ev = {"type": "DataCollected", "record_id": record, "category": category, "purpose": purpose, "legal_basis": basis, "fields": {"email": f"{record}-{n}@example.org"}}
+            ev = {
+                "type": "DataCollected",
+                "record_id": record,
+                "category": category,
+                "purpose": purpose,
+                "legal_basis": basis,
+                "fields": {"email": f"{record}-{n}@example.org"},
+            }
         elif kind == "consent":
             ev = {"type": "ConsentGiven", "purpose": args[0]}
         elif kind == "withdraw":
@@ -132,7 +142,12 @@ def build(history: list[tuple[int, tuple]]) -> list[dict]:
         else:
             consumer, target = args
             on_request = target.startswith("q-")
-            ev = {"type": "ErasureAcknowledged", "consumer": consumer, "request_id": target if on_request else "", "record_id": "" if on_request else target}
+            ev = {
+                "type": "ErasureAcknowledged",
+                "consumer": consumer,
+                "request_id": target if on_request else "",
+                "record_id": "" if on_request else target,
+            }
         emit({**base, **ev})
         if then:
             t += MINUTE
@@ -225,7 +240,7 @@ def test_a_replay_without_a_clock_ends_where_the_live_run_ended(history: list) -
     events = build(history)
     live, outputs = fold(events)
     log: list[dict] = []
-    for ev, outs in zip(events, outputs):
+    for ev, outs in zip(events, outputs, strict=True):
         if ev["type"] != "Tick":
             log.append(ev)
         log.extend(decisions(outs))

@@ -3,14 +3,13 @@ broken file fails loudly with the key at fault (a silent typo would widen what i
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-import processors
 from fideslang.default_taxonomy import DEFAULT_TAXONOMY
 
+import processors
 from processors.policy import LEGAL_BASES, Policy, PolicyError, add_months, normalize_field_name, parse_policy
 from streams.settings import load_policy
 
@@ -172,7 +171,7 @@ def test_purpose_refusal(policy: Policy, purpose: str, refusal: str | None) -> N
 
 
 def ms(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
 
 
 @pytest.mark.parametrize(
@@ -220,18 +219,46 @@ def test_bad_legal_basis_names_the_key_and_the_choices(tmp_path: Path) -> None:
             "purposes.inquiry.data_use",
             "not a data use of the Fides taxonomy",
         ),
-        ('data_category = "user.behavior"', 'data_category = "user.behaviour"', "categories.analytics.data_category", "not a data category"),
+        (
+            'data_category = "user.behavior"',
+            'data_category = "user.behaviour"',
+            "categories.analytics.data_category",
+            "not a data category",
+        ),
         ('email = "user.contact.email"', 'email = "user.contact.mail"', "fields.email", "not a data category"),
         ('"user.financial",\n]', '"user.finance",\n]', "forbidden.data_categories[8]", "not a data category"),
         ("no_relationship_months = 12\n", "", "retention.no_relationship_months", "missing"),
         ("deadline_months = 1\n", 'deadline_months = "one"\n', "requests.deadline_months", "expected int"),
-        ('role = "processor"\nregion = "us-east"', 'role = "subprocessor"\nregion = "us-east"', "consumers.mailer.role", "not one of processor, controller"),
-        ('channel = "email"\n\n[purposes.newsletter]', 'chanel = "email"\n\n[purposes.newsletter]', "purposes.marketing_email.chanel", "unknown key"),
-        ('obligation_categories = ["billing"]', 'obligation_categories = ["invoices"]', "retention.obligation_categories[0]", "not a category"),
-        ('data_category = "user.payment"', 'data_category = "user.financial.credit_card"', "categories.billing.data_category", "forbidden"),
-        ('[purposes.profiling]\ndescription = "Building profiles of visitors or contacts"\ndata_use = "personalize.profiling"\nforbidden = "profiling"',
-         '[purposes.profiling]\ndata_use = "personalize.profiling"\nlegal_basis = "legitimate_interest"',
-         "purposes.profiling.data_use", "profiling"),
+        (
+            'role = "processor"\nregion = "us-east"',
+            'role = "subprocessor"\nregion = "us-east"',
+            "consumers.mailer.role",
+            "not one of processor, controller",
+        ),
+        (
+            'channel = "email"\n\n[purposes.newsletter]',
+            'chanel = "email"\n\n[purposes.newsletter]',
+            "purposes.marketing_email.chanel",
+            "unknown key",
+        ),
+        (
+            'obligation_categories = ["billing"]',
+            'obligation_categories = ["invoices"]',
+            "retention.obligation_categories[0]",
+            "not a category",
+        ),
+        (
+            'data_category = "user.payment"',
+            'data_category = "user.financial.credit_card"',
+            "categories.billing.data_category",
+            "forbidden",
+        ),
+        (
+            '[purposes.profiling]\ndescription = "Building profiles of visitors or contacts"\ndata_use = "personalize.profiling"\nforbidden = "profiling"',
+            '[purposes.profiling]\ndata_use = "personalize.profiling"\nlegal_basis = "legitimate_interest"',
+            "purposes.profiling.data_use",
+            "profiling",
+        ),
         ("[categories.third_party]", "[categories.third_parties]", "categories.third_party", "missing"),
     ],
 )

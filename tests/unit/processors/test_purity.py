@@ -85,7 +85,9 @@ def test_every_processors_module_is_pure(name: str) -> None:
 
 def test_the_core_is_every_module_it_should_be() -> None:
     # the guard and the fold among them: a checker that skipped them would pass vacuously
-    assert {"fold.py", "guard.py", "policy.py", "shredding.py", "audit.py", "messages.py", "envelope.py", "chain.py"} <= set(MODULES)
+    assert {"fold.py", "guard.py", "policy.py", "shredding.py", "audit.py", "messages.py", "envelope.py", "chain.py"} <= set(
+        MODULES
+    )
 
 
 def test_the_lists_hold_what_purity_means() -> None:

@@ -14,7 +14,6 @@ import pytest
 from processors import envelope
 from processors.fold import Decision, RecordChange, apply, new_state
 from processors.policy import Policy
-from streams.settings import load_policy
 from processors.shredding import (
     KeyCache,
     Keyring,
@@ -26,6 +25,7 @@ from processors.shredding import (
     open_fields,
     seal_fields,
 )
+from streams.settings import load_policy
 
 DAY = 86_400_000
 T0 = 1_705_312_800_000  # 2024-01-15T10:00:00Z
@@ -48,7 +48,7 @@ def test_sealed_fields_keep_their_names_and_hide_their_values() -> None:
 
 def test_a_destroyed_key_reads_as_erased_and_raises_nothing() -> None:
     sealed = seal_fields(PERSONAL, "s-1/e-1", new_data_key())
-    assert open_fields(sealed, lambda _kid: None) == {name: "[erased]" for name in PERSONAL}
+    assert open_fields(sealed, lambda _kid: None) == dict.fromkeys(PERSONAL, "[erased]")
 
 
 def test_a_ciphertext_moved_to_another_field_or_key_does_not_open() -> None:
@@ -130,8 +130,12 @@ class Sealed:
         ev = {"type": typ, "event_id": eid, "subject_id": "s-1", "occurred_at": at, "source": "test", **kw}
         return apply(self.state, ev, at, self.policy)[1]
 
-    def collect(self, at: int, rid: str, category: str = "contact", purpose: str = "inquiry", basis: str = "legitimate_interest") -> str:
-        self.send("DataCollected", at, record_id=rid, category=category, purpose=purpose, legal_basis=basis, fields=dict(PERSONAL))
+    def collect(
+        self, at: int, rid: str, category: str = "contact", purpose: str = "inquiry", basis: str = "legitimate_interest"
+    ) -> str:
+        self.send(
+            "DataCollected", at, record_id=rid, category=category, purpose=purpose, legal_basis=basis, fields=dict(PERSONAL)
+        )
         return key_id_for("s-1", f"e-{self.n}")
 
     def erase(self, at: int) -> dict:
@@ -158,7 +162,9 @@ def test_a_recollected_records_old_key_goes_with_the_erasure(policy: Policy) -> 
 def test_records_under_a_tax_obligation_keep_their_key_until_it_ends(policy: Policy) -> None:
     s = Sealed(policy)
     contact = s.collect(T0, "r-1")
-    invoice = s.collect(T0, "r-inv", category="billing", purpose="invoicing", basis=policy.purposes["invoicing"].legal_basis or "contract")
+    invoice = s.collect(
+        T0, "r-inv", category="billing", purpose="invoicing", basis=policy.purposes["invoicing"].legal_basis or "contract"
+    )
     assert s.erase(T0 + DAY)["keys_destroyed"] == [contact]
     assert invoice in s.state["keys"]
     deadline = s.state["records"]["r-inv"]["retention_deadline"]
@@ -182,7 +188,13 @@ def test_expiry_destroys_only_the_expired_records_key(policy: Policy) -> None:
 def test_a_refused_collection_destroys_its_key_at_once(policy: Policy) -> None:
     s = Sealed(policy)
     outs = s.send(
-        "DataCollected", T0, record_id="r-1", category="contact", purpose="newsletter", legal_basis="consent", fields=dict(PERSONAL)
+        "DataCollected",
+        T0,
+        record_id="r-1",
+        category="contact",
+        purpose="newsletter",
+        legal_basis="consent",
+        fields=dict(PERSONAL),
     )
     (refusal,) = [o.event for o in outs if isinstance(o, Decision)]
     assert refusal["reason"] == "no_consent"

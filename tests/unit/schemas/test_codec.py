@@ -15,8 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schemas
-from schemas import BY_FINGERPRINT, BY_NAME
-from schemas import codec
+from schemas import BY_FINGERPRINT, BY_NAME, codec
 from schemas.codec import MAGIC, CodecError, Where, decode, encode
 
 ERASURE_REQUESTED = {
@@ -296,9 +295,7 @@ def test_round_trip_every_schema(name: str) -> None:
         decode(data + b"\x00")
 
 
-def test_a_message_from_a_superseded_schema_is_read_into_the_current_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_message_from_a_superseded_schema_is_read_into_the_current_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     v1 = {
         "type": "record",
         "name": "Thing",

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import BY_NAME, DECISION_EVENTS, UPSTREAM_EVENTS
-from schemas.contract import ContractError, looks_like_contact_data, parse_line, validate
 from schemas.codec import decode, encode
+from schemas.contract import ContractError, looks_like_contact_data, parse_line, validate
 
 WHEN = "2026-01-05T10:00:00Z"
 WHEN_MS = 1767607200000
@@ -298,14 +298,8 @@ def test_random_text_raises_only_contract_error(raw: str | bytes) -> None:
 
 
 json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False)
-    | st.text(),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=10,
 )
 

@@ -146,9 +146,7 @@ def test_fingerprints_are_pinned() -> None:
 def test_fields_beyond_version_1_have_defaults() -> None:
     for s in REGISTRY:
         for f in s.fields:
-            assert "default" in f or f["name"] in V1_REQUIRED[s.name], (
-                f"{s.name}.{f['name']} was added without a default"
-            )
+            assert "default" in f or f["name"] in V1_REQUIRED[s.name], f"{s.name}.{f['name']} was added without a default"
 
 
 def test_no_record_has_a_type_field_because_the_event_dict_uses_that_key() -> None:
@@ -223,17 +221,13 @@ def _write(schema: dict, record: dict) -> bytes:
 
 def test_bytes_written_with_v1_are_read_with_v2() -> None:
     data = _write(V1, {"event_id": "e1", "occurred_at": 5})
-    got = fastavro.schemaless_reader(
-        io.BytesIO(data), fastavro.parse_schema(V1), fastavro.parse_schema(V2)
-    )
+    got = fastavro.schemaless_reader(io.BytesIO(data), fastavro.parse_schema(V1), fastavro.parse_schema(V2))
     assert got == {"event_id": "e1", "occurred_at": 5, "note": "", "deadline": None}
 
 
 def test_bytes_written_with_v2_are_read_with_v1() -> None:
     data = _write(V2, {"event_id": "e1", "occurred_at": 5, "note": "n", "deadline": 7})
-    got = fastavro.schemaless_reader(
-        io.BytesIO(data), fastavro.parse_schema(V2), fastavro.parse_schema(V1)
-    )
+    got = fastavro.schemaless_reader(io.BytesIO(data), fastavro.parse_schema(V2), fastavro.parse_schema(V1))
     assert got == {"event_id": "e1", "occurred_at": 5}
 
 

@@ -11,24 +11,19 @@ password shows up in a log or a message, and the files holding them are the user
 from __future__ import annotations
 
 import base64
-import stat
-
 import dataclasses
+import stat
 from pathlib import Path
 
 import pytest
-
-import streams
-
-from processors.shredding import KeyringError, master_key_id, new_master_key_text, parse_master_key
-from streams.settings import load_keyring
 from kafka.errors import AuthorizationError
 
+import streams
+from processors.shredding import KeyringError, master_key_id, new_master_key_text, parse_master_key
 from streams.broker import local as broker
-from streams.plumbing import admin, security
-from streams.settings import Settings, SettingsError
 from streams.broker.tls import ensure_tls
-
+from streams.plumbing import admin, security
+from streams.settings import Settings, SettingsError, load_keyring
 
 
 def passwords(s: Settings) -> dict[str, str]:
@@ -124,7 +119,12 @@ def test_compose_runs_the_files_its_secrets_service_writes(tmp_path: Path) -> No
     server = (tmp_path / "broker" / "server.properties").read_text()
     assert "listener.security.protocol.map=SECURE:SASL_SSL,SECURE_HOST:SASL_SSL,CONTROLLER:SSL" in server
     creds = security.read_credentials(tmp_path / "clients" / "kafka-credentials")
-    assert broker.security_properties(broker.Secured(ensure_tls(tmp_path / "broker" / "tls"), creds["admin"]), ["SECURE", "SECURE_HOST"]) in server
+    assert (
+        broker.security_properties(
+            broker.Secured(ensure_tls(tmp_path / "broker" / "tls"), creds["admin"]), ["SECURE", "SECURE_HOST"]
+        )
+        in server
+    )
     args = (tmp_path / "broker" / "format.args").read_text()
     assert all(f"name={p}," in args for p in security.PRINCIPALS)
     for private in ("broker/server.properties", "broker/format.args", "broker/client.properties",
@@ -151,7 +151,9 @@ def test_master_key_errors_say_where_and_never_echo_the_key(tmp_path: Path) -> N
 
 def test_key_sources_in_order_and_the_dev_key_is_private(tmp_path: Path) -> None:
     text = new_master_key_text()
-    assert load_keyring(text, tmp_path / "ignored", None).keys == {master_key_id(parse_master_key(text, "")): parse_master_key(text, "")}
+    assert load_keyring(text, tmp_path / "ignored", None).keys == {
+        master_key_id(parse_master_key(text, "")): parse_master_key(text, "")
+    }
     ring_file = tmp_path / "ring"
     second = new_master_key_text()
     ring_file.write_text(f"# current first\n{text}\n{second}\n")
@@ -162,4 +164,3 @@ def test_key_sources_in_order_and_the_dev_key_is_private(tmp_path: Path) -> None
     first = load_keyring("", None, dev)
     assert stat.S_IMODE(dev.stat().st_mode) == 0o600
     assert load_keyring("", None, dev).keys == first.keys
-

@@ -13,12 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support.ports import local_broker_settings
 
 from streams.broker import local as broker
 from streams.broker.local import BrokerError
 from streams.settings import Settings
-
-from support.ports import local_broker_settings
 
 
 def _local(tmp_path: Path) -> Settings:
@@ -35,9 +34,7 @@ def _use_env(monkeypatch: pytest.MonkeyPatch, s: Settings) -> None:
     monkeypatch.setenv("LIFECYCLE_PARTITIONS", str(s.partitions))
 
 
-def test_no_java_is_one_clear_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_no_java_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     s = _local(tmp_path)
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from streams.commands.sink import SqliteSink
 from streams.plumbing.reading import decoded_events, read_topic
 from streams.settings import Settings
-from streams.commands.sink import SqliteSink
 
 T0 = 1_770_000_000_000
 SECRET = "Ada Lovelace, 12 Analytical Way"  # stands for personal data: must never reach a log
@@ -117,5 +117,3 @@ def test_sqlite_sink_round_trip_and_rollback(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # On the broker
-
-

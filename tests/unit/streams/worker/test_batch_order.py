@@ -12,22 +12,20 @@ the tables between batches; what they answer while a batch waits is here too.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from support.kafka import Broker, MemoryKafka, Message
 
 from processors.envelope import key_of
-from streams.settings import load_policy
 from processors.shredding import Keyring, new_data_key
-from streams.plumbing.topics import changelog_topic
-from streams.worker.loop import Worker
-from schemas.contract import parse_line
 from schemas.codec import decode, encode
-from streams.settings import Settings
-from streams.plumbing.topics import partition_for
-from support.kafka import Broker, MemoryKafka, Message
+from schemas.contract import parse_line
+from streams.plumbing.topics import changelog_topic, partition_for
+from streams.settings import Settings, load_policy
+from streams.worker.loop import Worker
 
 
 @pytest.fixture
@@ -35,7 +33,7 @@ def worker(tmp_path: Path) -> Any:
     settings = dataclasses.replace(Settings.from_env({}), home=tmp_path, store="memory://")
     w = Worker(settings, load_policy(), Keyring.of(new_data_key()), clients=MemoryKafka(Broker(settings.partitions)))
     w.owned = set(range(settings.partitions))
-    w.chain_heads = {p: b"" for p in range(settings.partitions)}
+    w.chain_heads = dict.fromkeys(range(settings.partitions), b"")
     return w
 
 
@@ -54,7 +52,11 @@ def messages(worker: Worker, events: list[dict]) -> list[Message]:
     out = []
     for i, e in enumerate(events):
         key = e["subject_id"].encode()
-        out.append(Message(worker.t_ingest, partition_for(key, worker.settings.partitions), i, key, encode(e), ts=int(time.time() * 1000)))
+        out.append(
+            Message(
+                worker.t_ingest, partition_for(key, worker.settings.partitions), i, key, encode(e), ts=int(time.time() * 1000)
+            )
+        )
     return out
 
 
@@ -91,7 +93,9 @@ def test_a_state_leaves_only_after_everything_it_claims(worker: Worker) -> None:
     worker.process(messages(worker, events))
     sent = calls(worker)
     state_at = min(i for i, c in enumerate(sent) if c[1] == changelog_topic(worker.settings))
-    last_output = max(i for i, c in enumerate(sent) if c[1] in (worker.t_events, worker.t_records, worker.t_consent, worker.t_keys))
+    last_output = max(
+        i for i, c in enumerate(sent) if c[1] in (worker.t_events, worker.t_records, worker.t_consent, worker.t_keys)
+    )
     assert any(last_output < f < state_at for f in (i for i, c in enumerate(sent) if c[0] == "flush"))
     assert sent[-1][0] == "flush"  # and the batch returns with its states acknowledged
 
@@ -108,6 +112,7 @@ def test_a_view_asked_while_a_batch_waits_for_the_broker_says_so_instead_of_hang
     import orjson
 
     import streams.worker.loop as worker_module
+
     worker.process(messages(worker, [line(type="ConsentGiven", event_id="c-1", subject_id="s-1",
                                           occurred_at="2026-03-01T10:00:00Z", source="web", purpose="newsletter")]))  # fmt: skip
     assert worker.view("s-1", "consent")[0] == 200  # type: ignore[index]

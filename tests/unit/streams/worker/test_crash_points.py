@@ -17,18 +17,18 @@ import random
 from pathlib import Path
 
 import pytest
+from support.kafka import Broker, Crash, MemoryKafka, Steps
 
 from processors.audit import Audit
+from processors.envelope import ERASED, keys_of
 from processors.fold import DECISION_TYPES, TIMER_DECISIONS
 from processors.messages import downstream_of
-from processors.envelope import ERASED, keys_of
 from processors.shredding import Keyring, Keystore, new_data_key
 from schemas import BY_NAME
 from schemas.codec import decode, encode
 from streams.bench.history import history
 from streams.settings import Settings, load_policy
 from streams.worker.loop import Worker
-from support.kafka import Broker, Crash, MemoryKafka, Steps
 
 POLICY = load_policy()
 KEYRING = Keyring.of(new_data_key())
