@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from processors import envelope
+from schemas.contract import STAMPED
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -122,7 +123,6 @@ def new_data_key() -> bytes:
 
 
 _DIGEST_BYTES = 8
-_UNSTAMPED = ("received_at", "digest")
 
 
 def content_digest(event: Mapping[str, object], data_key: bytes | None) -> str:
@@ -132,10 +132,10 @@ def content_digest(event: Mapping[str, object], data_key: bytes | None) -> str:
     Keyed by the event's own data key when it has one, so the digest, which outlives the data in
     the log and the state, says nothing about erased values once that key is destroyed (an
     unkeyed hash of an email address could be matched against guesses). Events without personal
-    fields are digested unkeyed. The stamps the guard adds (``received_at``, ``digest``) are not
-    part of the content: a redelivery arrives later.
+    fields are digested unkeyed. The stamps the worker adds (``schemas.contract.STAMPED``) are
+    not part of the content: a redelivery arrives later.
     """
-    body = {k: v for k, v in event.items() if k not in _UNSTAMPED}
+    body = {k: v for k, v in event.items() if k not in STAMPED}
     raw = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     if data_key is None:
         return hashlib.blake2b(raw, digest_size=_DIGEST_BYTES, person=b"lc-digest").hexdigest()

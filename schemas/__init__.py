@@ -50,6 +50,8 @@ UPSTREAM_EVENTS: tuple[str, ...] = (
     "LegalHoldReleased",
     "DeadlineExtended",
     "ErasureAcknowledged",
+    "RestrictionLifted",
+    "ObjectionDecided",
 )
 #: What only the pipeline writes to ``lifecycle.events``; they carry ``caused_by`` and ``chain``.
 DECISION_EVENTS: tuple[str, ...] = (
@@ -59,7 +61,11 @@ DECISION_EVENTS: tuple[str, ...] = (
     "RequestFulfilled",
     "DeadlineMissed",
     "ErasureCompleted",
+    "RequestDenied",
 )
+#: What the pipeline writes to ``lifecycle.events`` besides decisions, chained with them: the
+#: policy coming into force in a partition.
+PIPELINE_EVENTS: tuple[str, ...] = ("PolicyAdopted",)
 #: Values of the state and side topics (records, consent, rejected, keys).
 STATE_RECORDS: tuple[str, ...] = ("Record", "ConsentSnapshot", "Rejection", "WrappedKey")
 #: Named parts of other records; never a message on their own.
@@ -213,6 +219,7 @@ __all__ = [
     "BY_NAME",
     "DECISION_EVENTS",
     "NAMESPACE",
+    "PIPELINE_EVENTS",
     "REGISTRY",
     "STATE_RECORDS",
     "SUB_RECORDS",

@@ -46,8 +46,10 @@ MAX_FIELD_NAME = 256
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant datetime knows
 KEY_SEPARATOR = "/"
 """Joins ids into the keys of ``lifecycle.records`` and of data keys; no id may hold it."""
-STAMPED = frozenset({"received_at", "digest"})
-"""Fields the guard stamps on an event as it takes it in; an upstream line may not set them."""
+STAMPED = frozenset({"received_at", "digest", "unchanged"})
+"""Fields the worker stamps on an event as it takes it in: an upstream line may not set them,
+and what an upstream message sets there is overwritten. Not part of an event's content (a
+redelivery arrives later, and is as unchanged as the first copy was)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -123,6 +125,10 @@ def _is_string_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
+def _is_boolean(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
 def _is_string_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
@@ -132,6 +138,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "long": (_is_long, "an integer"),
     "map": (_is_string_map, "an object of strings"),
     "array": (_is_string_list, "a list of strings"),
+    "boolean": (_is_boolean, "true or false"),
 }
 
 
@@ -321,6 +328,16 @@ def _validated(event: Mapping[str, Any]) -> dict[str, Any]:
         elif f.kind == "array":
             value = list(value)
         out[name] = value
+    if kind == "LegalHoldPlaced":
+        for i, record_id in enumerate(out["records"]):
+            _check_id(record_id, f"records[{i}]")
+        for i, category in enumerate(out["categories"]):
+            if category not in ENUMS["category"]:
+                raise ContractError(
+                    f"field 'categories[{i}]' must be one of {', '.join(CATEGORIES)}",
+                    code="bad_value",
+                    field="categories",
+                )
     if kind == "ErasureAcknowledged" and not (out["request_id"] or out["record_id"]):
         raise ContractError(
             "ErasureAcknowledged needs a 'request_id' or a 'record_id'",

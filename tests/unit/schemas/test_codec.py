@@ -54,11 +54,13 @@ DATA_COLLECTED = {
     "purpose": "inquiry",
     "legal_basis": "consent",
     "fields": {"email": "ada@example.com"},
+    "origin": "",
+    "unchanged": False,
     "received_at": 1767607201000,
     "digest": "ab",
 }
 DATA_COLLECTED_BYTES = bytes.fromhex(
-    "c301 4406a6f8b8931e00"
+    "c301 0d49929907b7a910"
     "04 6531 04 7331 80a4cbd9f166"
     "10 7765625f666f726d"  # "web_form"
     "04 7231"  # record_id "r1"
@@ -66,8 +68,16 @@ DATA_COLLECTED_BYTES = bytes.fromhex(
     "0e 696e7175697279"  # "inquiry"
     "0e 636f6e73656e74"  # "consent"
     "02 0a 656d61696c 1e 616461406578616d706c652e636f6d 00"  # map: 1 entry, end
+    "00"  # origin ""
+    "00"  # unchanged false
     "d0b3cbd9f166"  # received_at 1767607201000
     "04 6162"  # digest "ab"
+)
+DATA_COLLECTED_V2_BYTES = bytes.fromhex(
+    "c301 4406a6f8b8931e00"  # the same event as version 2 wrote it (no origin, no unchanged)
+    "04 6531 04 7331 80a4cbd9f166 10 7765625f666f726d 04 7231 0e 636f6e74616374"
+    "0e 696e7175697279 0e 636f6e73656e74 02 0a 656d61696c 1e 616461406578616d706c652e636f6d 00"
+    "d0b3cbd9f166 04 6162"
 )
 RECORD = {
     "type": "Record",
@@ -82,9 +92,12 @@ RECORD = {
     "restricted": False,
     "updated_at": 2,
     "caused_by": "e1",
+    "source": "web_form",
+    "origin": "",
+    "policy": "",
 }
 RECORD_BYTES = bytes.fromhex(
-    "c301 61b0cf34e14a25fd"
+    "c301 dc57a8d4c1044a6e"
     "04 7331 04 7231 0e 636f6e74616374 0e 696e7175697279 0e 636f6e73656e74"
     "00"  # fields: empty map
     "02"  # collected_at 1
@@ -92,6 +105,8 @@ RECORD_BYTES = bytes.fromhex(
     "00"  # restricted false
     "04"  # updated_at 2
     "04 6531"  # caused_by "e1"
+    "10 7765625f666f726d"  # source "web_form"
+    "00 00"  # origin "", policy ""
 )
 
 GOLDEN: list[tuple[dict[str, Any], bytes]] = [
@@ -109,6 +124,10 @@ def test_golden_bytes(event: dict[str, Any], data: bytes) -> None:
 
 def test_bytes_of_version_1_read_as_the_current_shape() -> None:
     assert decode(ERASURE_REQUESTED_V1_BYTES) == ERASURE_REQUESTED
+
+
+def test_bytes_of_the_previous_version_read_with_the_new_fields_defaulted() -> None:
+    assert decode(DATA_COLLECTED_V2_BYTES) == DATA_COLLECTED
 
 
 def test_defaults_are_written_when_a_field_is_left_out() -> None:

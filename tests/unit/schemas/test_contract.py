@@ -47,6 +47,8 @@ VALID: dict[str, dict[str, Any]] = {
     "LegalHoldReleased": {"hold_id": "hold-1", "reason": "case closed"},
     "DeadlineExtended": {"request_id": "req-1", "notice": "notice-2026-01"},
     "ErasureAcknowledged": {"consumer": "mailer", "request_id": "req-1"},
+    "RestrictionLifted": {"request_id": "req-1", "notice": "notice-2026-02"},
+    "ObjectionDecided": {"request_id": "req-1", "upheld": True, "notice": "answer-2026-03"},
 }
 
 
@@ -334,3 +336,15 @@ def test_random_objects_raise_only_contract_error(kind: str, changes: dict[str, 
     except ContractError:
         return
     assert decode(encode(event)) == event  # whatever passes, the codec can write
+
+
+def test_a_legal_hold_names_records_by_id_and_categories_from_the_closed_set() -> None:
+    held = parse_line(line("LegalHoldPlaced", records=["rec-1"], categories=["billing"]))
+    assert (held["records"], held["categories"]) == (["rec-1"], ["billing"])
+    assert refused(line("LegalHoldPlaced", categories=["invoices"])).code == "bad_value"
+    assert refused(line("LegalHoldPlaced", records=["a b"])).code == "invalid_id"
+
+
+def test_the_worker_stamps_unchanged_and_an_upstream_line_may_not() -> None:
+    assert refused(line("DataCollected", unchanged=True)).code == "unexpected_field"
+    assert refused(line("ObjectionDecided", upheld="yes")).code == "wrong_type"

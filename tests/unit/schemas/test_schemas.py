@@ -16,6 +16,7 @@ from schemas import (
     BY_FINGERPRINT,
     BY_NAME,
     DECISION_EVENTS,
+    PIPELINE_EVENTS,
     REGISTRY,
     STATE_RECORDS,
     SUB_RECORDS,
@@ -29,32 +30,36 @@ SCHEMA_DIR = Path(schemas.__file__).parent
 # log names its writer by fingerprint. If the change is intended: add fields with defaults
 # only, keep the old file as <Name>.v<N>.avsc, then update the fingerprint here.
 PINNED_FINGERPRINTS = {
+    "RestrictionLifted": "46f88f05f09ebe56",
+    "RequestDenied": "cbb4e91e324e546c",
+    "PolicyAdopted": "e1a8e89860f64570",
+    "ObjectionDecided": "24729e7b49caf540",
     "AccessRequested": "aaedff3af3d4b0f7",
     "ConsentGiven": "482b916221da7fea",
-    "ConsentSnapshot": "3023095981587b59",
+    "ConsentSnapshot": "66329655950711b2",
     "ConsentWithdrawn": "eb47a80713de56b4",
-    "DataCollected": "4406a6f8b8931e00",
+    "DataCollected": "0d49929907b7a910",
     "DeadlineExtended": "76410245b70c440b",
-    "DeadlineMissed": "b739c2f9ccc34343",
+    "DeadlineMissed": "97a296540058284e",
     "ErasureAcknowledged": "3a5a6823445e63d3",
-    "ErasureCompleted": "983a18bee107054b",
-    "ErasureExecuted": "08087e80d2e32fc2",
+    "ErasureCompleted": "86f87caa9525d5e4",
+    "ErasureExecuted": "2ce91017f10d8890",
     "ErasureRequested": "cc5c19cd54779f4f",
     "IdentityVerified": "1b4bb7c8b68c28cc",
-    "LegalHoldPlaced": "c8bba86e40e9c88b",
+    "LegalHoldPlaced": "ba62b4577199f940",
     "LegalHoldReleased": "96168f0ed25208b6",
     "ObjectionRaised": "fca64efe2a2ee4c9",
     "PortabilityRequested": "305564dfc5371e2d",
-    "PurposeConsent": "cb38a801924c221f",
-    "Record": "61b0cf34e14a25fd",
+    "PurposeConsent": "22f12277100c6b49",
+    "Record": "dc57a8d4c1044a6e",
     "RectificationRequested": "d2a65b46fefef1e0",
     "Rejection": "4f8de1567182d78c",
     "RelationshipEnded": "7f6925b4369d46f7",
     "RelationshipStarted": "d0c244ada894bd02",
-    "RequestFulfilled": "4b12609567333fca",
-    "RequestRejected": "e6462798fc5053d9",
-    "RestrictionRequested": "c54c9f7cbf66c54c",
-    "RetentionExpired": "e3a3d4ec324711d6",
+    "RequestFulfilled": "e20363de5dba1648",
+    "RequestRejected": "41a93d5271366076",
+    "RestrictionRequested": "07a766277768e08b",
+    "RetentionExpired": "50981b40bc9ff120",
     "StoppedPurpose": "4aa0a1d2d0af006a",
     "Unsubscribed": "9bfb1e69edc1be02",
     "WrappedKey": "8beae0dfbef47bb2",
@@ -104,6 +109,11 @@ V1_REQUIRED = {
     "StoppedPurpose": ["reason", "at", "request_id"],
     "Unsubscribed": [*COMMON, "channel"],
     "WrappedKey": ["subject_id", "key_class", "wrapped", "master_key_id", "created_at"],
+    # first versions of records added later
+    "ObjectionDecided": [*COMMON, "request_id", "upheld", "notice"],
+    "PolicyAdopted": ["event_id", "occurred_at", "source", "version", "name", "text"],
+    "RequestDenied": [*COMMON, "caused_by", "request_id", "reason"],
+    "RestrictionLifted": [*COMMON, "request_id", "notice"],
 }
 
 TIME_FIELDS = {
@@ -119,11 +129,11 @@ TIME_FIELDS = {
 
 
 def test_every_record_type_is_present_and_in_exactly_one_group() -> None:
-    groups = [UPSTREAM_EVENTS, DECISION_EVENTS, STATE_RECORDS, SUB_RECORDS]
+    groups = [UPSTREAM_EVENTS, DECISION_EVENTS, PIPELINE_EVENTS, STATE_RECORDS, SUB_RECORDS]
     listed = [name for group in groups for name in group]
     assert len(listed) == len(set(listed))
     assert set(listed) == set(BY_NAME) == set(PINNED_FINGERPRINTS) == set(V1_REQUIRED)
-    assert len(REGISTRY) == 29
+    assert len(REGISTRY) == 33
 
 
 def test_one_file_per_record_named_after_it_in_the_lifecycle_namespace() -> None:
