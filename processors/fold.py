@@ -18,9 +18,11 @@ The state is a plain JSON document (str keys, lists, ints, no sets or tuples) th
 round-trips through orjson unchanged, because the worker keeps it in a table.
 
 Choices the design left open, made here:
-- a collection must claim exactly the legal basis the policy gives its purpose
-  (``legal_basis_mismatch`` otherwise): claiming ``legal_obligation`` would make marketing
-  data survive erasure, claiming ``legitimate_interest`` would bypass consent;
+- a collection must claim one of the legal bases the policy lists for its purpose, for one of
+  the categories it lists (``legal_basis_mismatch``, ``category_not_allowed``): claiming
+  ``legal_obligation`` would make marketing data survive erasure, claiming
+  ``legitimate_interest`` would bypass consent; whether a record is kept under an obligation
+  follows from its purpose alone, never from its category label, which anyone can set;
 - a collection for a purpose the subject restricted or objected to is refused
   (``purpose_stopped``); a later ``ConsentGiven`` for that purpose lifts the stop, being the
   subject's most recent word on it;
@@ -43,11 +45,11 @@ Choices the design left open, made here:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from processors.envelope import keys_of
-from processors.policy import DAY_MS, Policy, add_months, month_table
+from processors.policy import DAY_MS, Policy, Purpose, add_months, month_table
 from processors.state import ConsentEntry, ConsentSnapshot, Erasure, Event, RecordValue, Request, State, StoppedEntry
 from schemas import DECISION_EVENTS
 
@@ -240,7 +242,7 @@ def _deadline(state: State, rec: RecordValue, policy: Policy) -> int | None:
     collected = rec["collected_at"]
     end = state["last_relationship_end"]
     ended_after = end is not None and end >= collected
-    if policy.is_obligation(rec["category"], rec["legal_basis"]):
+    if policy.is_obligation(rec["purpose"]):
         return policy.post_contract_deadline(end if end is not None and ended_after else collected)
     d = policy.no_relationship_deadline(collected)
     if end is not None and ended_after:
@@ -255,7 +257,7 @@ def _expiry_reason(state: State, rec: RecordValue, policy: Policy) -> str:
         return "obligation_ended"
     end = state["last_relationship_end"]
     ended_after = end is not None and end >= rec["collected_at"]
-    if policy.is_obligation(rec["category"], rec["legal_basis"]):
+    if policy.is_obligation(rec["purpose"]):
         return "post_contract" if ended_after else "obligation_ended"
     if end is not None and ended_after and policy.grace_deadline(end) > policy.no_relationship_deadline(rec["collected_at"]):
         return "post_contract"
@@ -302,7 +304,7 @@ def _expire(state: State, rec: RecordValue, at: int, cause: str, reason: str, ou
 
 
 def _obligation_runs(rec: RecordValue, at: int, policy: Policy) -> bool:
-    if not policy.is_obligation(rec["category"], rec["legal_basis"]):
+    if not policy.is_obligation(rec["purpose"]):
         return False
     d = rec["retention_deadline"]
     return d is None or d > at
@@ -327,7 +329,9 @@ def _on_collected(state: State, ev: Event, policy: Policy) -> list[Output]:
         reason = "forbidden_purpose"
     elif category not in policy.categories:
         reason = "unknown_category"
-    elif basis != p.legal_basis:
+    elif category not in p.categories:
+        reason = "category_not_allowed"
+    elif basis not in p.legal_bases:
         reason = "legal_basis_mismatch"
     elif snap is not None and purpose in snap["stopped"]:
         reason = "purpose_stopped"
@@ -362,7 +366,7 @@ def _on_collected(state: State, ev: Event, policy: Policy) -> list[Output]:
     if state["active_relationships"]:
         pass
     elif state["last_relationship_end"] is None:
-        if basis == "legal_obligation" or category in policy.obligation_categories:
+        if p.obligation:  # type: ignore[union-attr]  # a refusal above returned when p is None
             rec["retention_deadline"] = add_months(at, 12 * policy.post_contract_years)
         else:
             table = month_table(policy.no_relationship_months)
@@ -426,7 +430,7 @@ def _arrived_late(state: State, ev: Event, rec: RecordValue, erasure: Erasure, p
 
 
 def _set_consent(
-    state: State, ev: Event, updates: dict[str, tuple[str, str | None]], stopped: dict[str, StoppedEntry] | None = None
+    state: State, ev: Event, updates: Mapping[str, tuple[str, str | None]], stopped: dict[str, StoppedEntry] | None = None
 ) -> ConsentChange:
     """Record consent entries {purpose: (status, legal_basis)} from one event, with history."""
     at = ev["occurred_at"]
@@ -465,6 +469,12 @@ def _restrict_purpose(state: State, purpose: str, at: int, cause: str) -> list[O
     return out
 
 
+def _consent_basis(p: Purpose) -> str:
+    """The basis a consent entry records: consent, where the purpose may rest on it; else the
+    purpose's own first basis (a consent to what a contract requires changes nothing)."""
+    return "consent" if "consent" in p.legal_bases else p.legal_bases[0]
+
+
 def _on_consent(state: State, ev: Event, policy: Policy) -> list[Output]:
     purpose = ev["purpose"]
     p = policy.purposes.get(purpose)
@@ -479,7 +489,7 @@ def _on_consent(state: State, ev: Event, policy: Policy) -> list[Output]:
         eid = ev["event_id"]
         entry: ConsentEntry = {
             "status": "withdrawn" if ev["type"] == "ConsentWithdrawn" else "granted",
-            "legal_basis": p.legal_basis,
+            "legal_basis": _consent_basis(p),
             "at": at,
             "event_id": eid,
             "source": ev["source"],
@@ -501,12 +511,12 @@ def _on_consent(state: State, ev: Event, policy: Policy) -> list[Output]:
         }
         return [_new(ConsentChange, (sid, snap))]
     if ev["type"] == "ConsentWithdrawn":
-        return [_set_consent(state, ev, {purpose: ("withdrawn", p.legal_basis)})]
+        return [_set_consent(state, ev, {purpose: ("withdrawn", _consent_basis(p))})]
     if snap is None:
-        return [_set_consent(state, ev, {purpose: ("granted", p.legal_basis)})]
+        return [_set_consent(state, ev, {purpose: ("granted", _consent_basis(p))})]
     stopped = dict(snap["stopped"])
     del stopped[purpose]
-    out: list[Output] = [_set_consent(state, ev, {purpose: ("granted", p.legal_basis)}, stopped)]
+    out: list[Output] = [_set_consent(state, ev, {purpose: ("granted", _consent_basis(p))}, stopped)]
     out.extend(_restrict_purpose(state, purpose, ev["occurred_at"], ev["event_id"]))
     return out
 
@@ -521,7 +531,7 @@ def _on_unsubscribed(state: State, ev: Event, policy: Policy) -> list[Output]:
         return []
     current = snap["purposes"]
     updates = {
-        purpose: ("withdrawn", policy.purposes[purpose].legal_basis)
+        purpose: ("withdrawn", _consent_basis(policy.purposes[purpose]))
         for purpose in purposes
         if purpose in current and current[purpose]["status"] == "granted"
     }

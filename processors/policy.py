@@ -13,6 +13,7 @@ reading any clock, so live runs and replays agree to the millisecond.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 import unicodedata
@@ -22,10 +23,31 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
-from schemas.contract import CATEGORIES, LEGAL_BASES
+import orjson
+
+from schemas.contract import CATEGORIES, LEGAL_BASES, RELATIONSHIP_KINDS
 
 FORBIDDEN_KINDS = ("profiling", "automated_decision", "sale")
 CONSUMER_ROLES = ("processor", "controller")
+DIRECT_MARKETING_BASES = ("consent", "legitimate_interest")
+"""The bases direct marketing can rest on: a contract or a legal obligation never requires it."""
+
+TRANSFER_SAFEGUARDS = (
+    "adequacy_decision",
+    "standard_contractual_clauses",
+    "binding_corporate_rules",
+    "eu_us_data_privacy_framework",
+)
+"""GDPR chapter V's safeguards for data kept outside the EEA, as the policy names them."""
+EU = "eu"
+"""The jurisdiction (first part of a consumer's region) of the EEA: no transfer to safeguard."""
+ADEQUATE = frozenset({"ad", "ar", "ca", "ch", "fo", "gg", "il", "im", "je", "jp", "kr", "nz", "uk", "uy"})
+"""Jurisdictions with an adequacy decision of the European Commission (art. 45); the US has one
+only for organisations certified under the EU-US Data Privacy Framework."""
+
+REGIMES: Mapping[str, int | None] = MappingProxyType({"gdpr": None, "uk_gdpr": None, "us_state_privacy": 90})
+"""Privacy regimes a policy may name, with the most days a request may take under each once
+extended (None: the months of ``[requests]`` are the regime's own rule)."""
 
 DAY_MS = 86_400_000
 
@@ -144,18 +166,41 @@ def normalize_field_name(name: str) -> str:
 class Purpose:
     name: str
     data_use: str
-    legal_basis: str | None
+    legal_bases: tuple[str, ...]  # empty only for a forbidden purpose
+    categories: tuple[str, ...]
+    direct_marketing: bool
     channel: str | None
+    obligation: bool
     forbidden: str | None
     description: str = ""
+    meaning: str = ""
+    """A digest of what the purpose means (use, bases, categories, channel, description): a
+    consent records the meaning it was given to, and must be renewed once it changes."""
+
+    @property
+    def consent_only(self) -> bool:
+        return self.legal_bases == ("consent",)
+
+    @property
+    def objectionable(self) -> bool:
+        """Whether the subject may object to it: a legitimate interest (art. 21(1)), direct
+        marketing (art. 21(2)), or consent (objecting is then withdrawing). Never to what a
+        contract or a legal obligation requires."""
+        return self.direct_marketing or any(b in ("legitimate_interest", "consent") for b in self.legal_bases)
 
 
 @dataclass(frozen=True, slots=True)
 class RecordCategory:
     name: str
     data_category: str
-    obligation: bool
     description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RelationshipKind:
+    name: str
+    purposes: frozenset[str]
+    max_months: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,21 +208,27 @@ class Consumer:
     name: str
     role: str
     region: str
+    purposes: tuple[str, ...]
     transfer: str | None = None
     description: str = ""
 
 
 @dataclass(frozen=True, eq=False)
 class Policy:
-    """The validated policy. Read-only mappings; build it with ``load_policy``.
+    """The validated policy. Read-only mappings; build it with ``parse_policy``.
 
     Compared and hashed by identity, so it can key a cache.
     """
 
     name: str
+    edition: str
     version: str
+    """The SHA-256 (first 16 hex digits) of the policy file: what decisions record."""
+    text: str
+    """The policy file itself, as ``PolicyAdopted`` carries it into the log."""
     purposes: Mapping[str, Purpose]
     categories: Mapping[str, RecordCategory]
+    relationships: Mapping[str, RelationshipKind]
     fields: Mapping[str, str]
     forbidden_categories: tuple[str, ...]
     forbidden_uses: tuple[str, ...]
@@ -185,12 +236,18 @@ class Policy:
     no_relationship_months: int
     post_contract_years: int
     post_relationship_grace_months: int
+    regimes: tuple[str, ...]
     deadline_months: int
     extension_months: int
-    obligation_categories: frozenset[str]
+    max_days: int | None
+    verification_wait_days: int | None
     # derived, for the hot paths
     channels: Mapping[str, tuple[str, ...]]
+    """channel -> the direct-marketing purposes on it (whatever their basis)."""
+    direct_marketing: tuple[str, ...]
     consumer_names: tuple[str, ...]
+    consumers_of: Mapping[str, tuple[str, ...]]
+    """purpose -> the consumers that serve it (and so receive its records)."""
     _forbidden_fields: Mapping[str, str]
 
     # ---- the guard's two questions ----------------------------------------------------
@@ -232,9 +289,17 @@ class Policy:
         """Whether a Fides data category lies in a forbidden subtree (``[forbidden]``)."""
         return _in_subtrees(fides_category, self.forbidden_categories)
 
-    def is_obligation(self, category: str, legal_basis: str) -> bool:
-        """Whether a record is kept for a legal/tax obligation (and so survives erasure)."""
-        return legal_basis == "legal_obligation" or category in self.obligation_categories
+    def is_obligation(self, purpose: str) -> bool:
+        """Whether a record of ``purpose`` is kept for a legal/tax obligation (and so survives
+        erasure, restricted). The purpose decides, never the category label: a newsletter
+        record filed as ``billing`` is no tax record."""
+        p = self.purposes.get(purpose)
+        return p is not None and p.obligation
+
+    def serves(self, kind: str, purpose: str) -> bool:
+        """Whether a relationship of ``kind`` keeps the records of ``purpose`` while it lasts."""
+        rel = self.relationships.get(kind)
+        return rel is not None and purpose in rel.purposes
 
     def no_relationship_deadline(self, collected_at: int) -> int:
         return add_months(collected_at, self.no_relationship_months)
@@ -246,8 +311,19 @@ class Policy:
         return add_months(ended_at, self.post_relationship_grace_months)
 
     def request_deadline(self, received_at: int, extended: bool = False) -> int:
+        """One month from receipt (three once extended), never past ``max_days``: the strictest
+        of the regimes the policy names."""
         months = self.deadline_months + (self.extension_months if extended else 0)
-        return add_months(received_at, months)
+        deadline = add_months(received_at, months)
+        if self.max_days is not None:
+            deadline = min(deadline, received_at + self.max_days * DAY_MS)
+        return deadline
+
+    def verification_deadline(self, received_at: int) -> int | None:
+        """When a request still unverified is denied (None: it waits for its deadline)."""
+        if self.verification_wait_days is None:
+            return None
+        return received_at + self.verification_wait_days * DAY_MS
 
 
 def _in_subtrees(key: str, roots: tuple[str, ...] | list[str]) -> bool:
@@ -344,18 +420,114 @@ def _data_category(r: _Reader, key: str, value: Any, cats: frozenset[str]) -> st
     return value
 
 
-def _build(doc: dict[str, Any]) -> Policy:
+def _names(
+    r: _Reader, key: str, known: Mapping[str, Any] | tuple[str, ...], what: str, *, required: bool = True
+) -> tuple[str, ...]:
+    """A list of names from ``known``, non-empty unless not ``required``, without repeats."""
+    values = r.get(key, list, required=required, default=[])
+    if required and not values:
+        raise PolicyError(f"{r.k(key)}: must name at least one {what}")
+    for i, v in enumerate(values):
+        if not isinstance(v, str) or v not in known:
+            raise PolicyError(f"{r.k(key)}[{i}]: {v!r} is not a {what} of this policy")
+    if len(set(values)) != len(values):
+        raise PolicyError(f"{r.k(key)}: names a {what} twice")
+    return tuple(values)
+
+
+def _meaning(p: dict[str, Any]) -> str:
+    raw = orjson.dumps(p, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(b"lifecycle-purpose-meaning\0" + raw).hexdigest()[:16]
+
+
+def _purpose(pr: _Reader, name: str, uses: frozenset[str], forbidden_uses: list[str], categories: Mapping[str, Any]) -> Purpose:
+    use = pr.text("data_use")
+    if use not in uses:
+        raise PolicyError(f"{pr.k('data_use')}: {use!r} is not a data use of the Fides taxonomy")
+    forbidden = pr.optional_choice("forbidden", FORBIDDEN_KINDS)
+    description = pr.optional_text("description") or ""
+    if forbidden is not None:
+        for key in ("legal_bases", "categories", "direct_marketing", "channel", "obligation"):
+            if key in pr.table:
+                raise PolicyError(f"{pr.k(key)}: a forbidden purpose is never pursued; it has no {key}")
+        pr.done()
+        return Purpose(name, use, (), (), False, None, False, forbidden, description)
+    if _in_subtrees(use, forbidden_uses):
+        raise PolicyError(
+            f"{pr.k('data_use')}: {use!r} is profiling or automated decision-making; "
+            "mark the purpose `forbidden` or choose another use"
+        )
+    bases = _names(pr, "legal_bases", LEGAL_BASES, "legal basis")
+    cats = _names(pr, "categories", categories, "category")
+    dm = pr.get("direct_marketing", bool, required=False, default=False)
+    channel = pr.optional_text("channel")
+    obligation = pr.get("obligation", bool, required=False, default=False)
+    pr.done()
+    if dm != (channel is not None):
+        raise PolicyError(f"{pr.k('channel')}: a direct-marketing purpose names its channel, and only such a purpose has one")
+    if dm and any(b not in DIRECT_MARKETING_BASES for b in bases):
+        raise PolicyError(f"{pr.k('legal_bases')}: direct marketing rests on consent or a legitimate interest only")
+    if obligation != ("legal_obligation" in bases):
+        raise PolicyError(
+            f"{pr.k('obligation')}: a purpose is an obligation exactly when `legal_obligation` is among its legal_bases"
+        )
+    meaning = _meaning(
+        {"data_use": use, "legal_bases": bases, "categories": cats, "channel": channel, "description": description}
+    )
+    return Purpose(name, use, bases, cats, dm, channel, obligation, None, description, meaning)
+
+
+def _consumer(c: _Reader, name: str, purposes: Mapping[str, Purpose]) -> Consumer:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9\-]{0,63}", name):
+        raise PolicyError(f"{c.key}: a consumer's name names its topics and its login: lower-case letters, digits, '-'")
+    role = c.choice("role", CONSUMER_ROLES)
+    region = c.text("region")
+    if not re.fullmatch(r"[a-z]{2}(-[a-z0-9]+)*", region):
+        raise PolicyError(f"{c.k('region')}: {region!r} is not <jurisdiction>-<area> (eu-west, us-east, uk-south)")
+    transfer = c.optional_choice("transfer", TRANSFER_SAFEGUARDS)
+    served = _names(c, "purposes", purposes, "purpose")
+    description = c.optional_text("description") or ""
+    c.done()
+    for i, pname in enumerate(served):
+        if purposes[pname].forbidden is not None:
+            raise PolicyError(f"{c.k('purposes')}[{i}]: {pname!r} is a forbidden purpose")
+    jurisdiction = region.split("-")[0]
+    if jurisdiction == EU and transfer is not None:
+        raise PolicyError(f"{c.k('transfer')}: {region} is in the EU: there is no transfer to safeguard")
+    if jurisdiction != EU and transfer is None:
+        raise PolicyError(
+            f"{c.k('transfer')}: missing: keeping data in {region} is a transfer out of the EU and needs a safeguard"
+        )
+    if transfer == "eu_us_data_privacy_framework" and jurisdiction != "us":
+        raise PolicyError(f"{c.k('transfer')}: the EU-US Data Privacy Framework covers recipients in the US only, not {region}")
+    if transfer == "adequacy_decision" and jurisdiction not in ADEQUATE:
+        raise PolicyError(f"{c.k('transfer')}: there is no adequacy decision for {jurisdiction!r}")
+    return Consumer(name, role, region, served, transfer, description)
+
+
+def _build(doc: dict[str, Any], text: str) -> Policy:
     cats, uses = _taxonomy()
     root = _Reader(doc, "")
 
     meta = root.sub("policy")
     name = meta.text("name")
-    version = meta.text("version")
+    edition = meta.text("edition")
     meta.done()
 
     req = root.sub("requests")
+    regimes = _names(req, "regimes", REGIMES, "regime")
     deadline_months = req.count("deadline_months", minimum=1)
     extension_months = req.count("extension_months")
+    caps = [REGIMES[r] for r in regimes if REGIMES[r] is not None]
+    strictest = min(caps) if caps else None  # type: ignore[type-var]  # None filtered out above
+    max_days: int | None = req.get("max_days", int, required=False, default=strictest)
+    if max_days is not None and max_days < 28:
+        raise PolicyError(f"requests.max_days: {max_days} is shorter than the shortest month")
+    if max_days is not None and strictest is not None and max_days > strictest:
+        raise PolicyError(f"requests.max_days: {max_days} exceeds the {strictest} days the strictest of the regimes allows")
+    wait: int | None = req.get("verification_wait_days", int, required=False)
+    if wait is not None and not 1 <= wait < 28:
+        raise PolicyError("requests.verification_wait_days: must be 1 to 27, so the denial always comes within the first month")
     req.done()
 
     # forbidden subtrees first: categories and purposes are checked against them
@@ -369,36 +541,6 @@ def _build(doc: dict[str, Any]) -> Policy:
             raise PolicyError(f"forbidden.data_uses[{i}]: {u!r} is not a data use of the Fides taxonomy")
     fb.done()
 
-    pt = root.sub("purposes")
-    if not pt.table:
-        raise PolicyError("purposes: at least one purpose is needed")
-    purposes: dict[str, Purpose] = {}
-    for pname in pt.table:
-        pr = pt.sub(pname)
-        use = pr.text("data_use")
-        if use not in uses:
-            raise PolicyError(f"{pr.k('data_use')}: {use!r} is not a data use of the Fides taxonomy")
-        forbidden = pr.optional_choice("forbidden", FORBIDDEN_KINDS)
-        basis = pr.optional_choice("legal_basis", LEGAL_BASES, required=forbidden is None)
-        channel = pr.optional_text("channel")
-        description = pr.optional_text("description") or ""
-        pr.done()
-        if forbidden is None and _in_subtrees(use, forbidden_uses):
-            raise PolicyError(
-                f"{pr.k('data_use')}: {use!r} is profiling or automated decision-making; "
-                "mark the purpose `forbidden` or choose another use"
-            )
-        if channel is not None and forbidden is None and basis != "consent":
-            raise PolicyError(f"{pr.k('legal_basis')}: a marketing purpose with a channel needs consent")
-        purposes[pname] = Purpose(pname, use, basis, channel, forbidden, description)
-
-    rt = root.sub("retention")
-    no_rel = rt.count("no_relationship_months", minimum=1)
-    post_years = rt.count("post_contract_years", minimum=0)
-    grace = rt.count("post_relationship_grace_months", minimum=0)
-    obligation_list = rt.get("obligation_categories", list)
-    rt.done()
-
     ct = root.sub("categories")
     categories: dict[str, RecordCategory] = {}
     for cname in ct.table:
@@ -408,15 +550,37 @@ def _build(doc: dict[str, Any]) -> Policy:
             raise PolicyError(f"{c.k('data_category')}: {dc!r} is a forbidden data category")
         description = c.optional_text("description") or ""
         c.done()
-        categories[cname] = RecordCategory(cname, dc, False, description)
+        categories[cname] = RecordCategory(cname, dc, description)
     missing = [c for c in CATEGORIES if c not in categories]
     if missing:
         raise PolicyError(f"categories.{missing[0]}: missing")
-    for i, oc in enumerate(obligation_list):
-        if oc not in categories:
-            raise PolicyError(f"retention.obligation_categories[{i}]: {oc!r} is not a category of this policy")
-    obligation = frozenset(obligation_list)
-    categories = {k: RecordCategory(v.name, v.data_category, k in obligation, v.description) for k, v in categories.items()}
+
+    pt = root.sub("purposes")
+    if not pt.table:
+        raise PolicyError("purposes: at least one purpose is needed")
+    purposes = {pname: _purpose(pt.sub(pname), pname, uses, forbidden_uses, categories) for pname in pt.table}
+
+    rt = root.sub("retention")
+    no_rel = rt.count("no_relationship_months", minimum=1)
+    post_years = rt.count("post_contract_years", minimum=0)
+    grace = rt.count("post_relationship_grace_months", minimum=0)
+    rt.done()
+
+    rl = root.sub("relationships")
+    relationships: dict[str, RelationshipKind] = {}
+    for kind in rl.table:
+        r = rl.sub(kind)
+        if kind not in RELATIONSHIP_KINDS:
+            raise PolicyError(f"{r.key}: {kind!r} is not a relationship kind ({', '.join(RELATIONSHIP_KINDS)})")
+        served = _names(r, "purposes", purposes, "purpose", required=False)
+        max_months = r.get("max_months", int, required=False)
+        if max_months is not None and max_months < 1:
+            raise PolicyError(f"{r.k('max_months')}: {max_months} is less than 1")
+        r.done()
+        relationships[kind] = RelationshipKind(kind, frozenset(served), max_months)
+    missing = [k for k in RELATIONSHIP_KINDS if k not in relationships]
+    if missing:
+        raise PolicyError(f"relationships.{missing[0]}: missing")
 
     ft = root.sub("fields")
     fields: dict[str, str] = {}
@@ -433,36 +597,31 @@ def _build(doc: dict[str, Any]) -> Policy:
     ft.done()
 
     cs = root.sub("consumers")
-    consumers: list[Consumer] = []
-    for cname in cs.table:
-        c = cs.sub(cname)
-        role = c.choice("role", CONSUMER_ROLES)
-        region = c.text("region")
-        transfer = c.optional_text("transfer")
-        description = c.optional_text("description") or ""
-        c.done()
-        consumers.append(Consumer(cname, role, region, transfer, description))
+    consumers = sorted((_consumer(cs.sub(cname), cname, purposes) for cname in cs.table), key=lambda x: x.name)
     if not consumers:
         raise PolicyError("consumers: at least one consumer is needed")
-    consumers.sort(key=lambda x: x.name)
 
     root.done()
 
     channels: dict[str, list[str]] = {}
     for purpose in purposes.values():
-        if purpose.channel is not None and purpose.forbidden is None:
+        if purpose.channel is not None:
             channels.setdefault(purpose.channel, []).append(purpose.name)
     forbidden_fields: dict[str, str] = {}
     for norm, dc in fields.items():
         if _in_subtrees(dc, forbidden_categories):
             forbidden_fields[norm] = dc
             forbidden_fields.setdefault(norm.replace("_", ""), dc)
+    consumers_of = {p: tuple(c.name for c in consumers if p in c.purposes) for p in purposes}
 
     return Policy(
         name=name,
-        version=version,
+        edition=edition,
+        version=policy_version(text),
+        text=text,
         purposes=MappingProxyType(purposes),
         categories=MappingProxyType(categories),
+        relationships=MappingProxyType(relationships),
         fields=MappingProxyType(fields),
         forbidden_categories=tuple(forbidden_categories),
         forbidden_uses=tuple(forbidden_uses),
@@ -470,13 +629,23 @@ def _build(doc: dict[str, Any]) -> Policy:
         no_relationship_months=no_rel,
         post_contract_years=post_years,
         post_relationship_grace_months=grace,
+        regimes=regimes,
         deadline_months=deadline_months,
         extension_months=extension_months,
-        obligation_categories=obligation,
+        max_days=max_days,
+        verification_wait_days=wait,
         channels=MappingProxyType({k: tuple(sorted(v)) for k, v in channels.items()}),
+        direct_marketing=tuple(sorted(p.name for p in purposes.values() if p.direct_marketing)),
         consumer_names=tuple(c.name for c in consumers),
+        consumers_of=MappingProxyType(consumers_of),
         _forbidden_fields=MappingProxyType(forbidden_fields),
     )
+
+
+def policy_version(text: str) -> str:
+    """A policy file's version: the first 16 hex digits of the SHA-256 of its UTF-8 text, so
+    ``sha256sum policy.toml`` names it too."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def parse_policy(text: str, source: str = "policy") -> Policy:
@@ -485,4 +654,4 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: not valid TOML: {exc}") from None
-    return _build(doc)
+    return _build(doc, text)

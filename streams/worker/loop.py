@@ -643,7 +643,7 @@ def received_at(m: Any) -> int:
 
 
 def _obligation(event: Event, policy: Policy) -> bool:
-    return event["type"] == "DataCollected" and policy.is_obligation(event["category"], event["legal_basis"])
+    return event["type"] == "DataCollected" and policy.is_obligation(event["purpose"])
 
 
 __all__ = ["READY", "DeliveryError", "Worker", "received_at", "rejection"]

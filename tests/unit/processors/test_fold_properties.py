@@ -266,7 +266,7 @@ def test_after_an_executed_erasure_only_obligations_and_holds_keep_records_live(
                 rec = live[rid]
                 assert rec["restricted"] is True
                 if why == "legal_obligation":
-                    assert POLICY.is_obligation(rec["category"], rec["legal_basis"])
+                    assert POLICY.is_obligation(rec["purpose"])
                     assert rec["retention_deadline"] is None or rec["retention_deadline"] > at
                 else:
                     assert why.removeprefix("legal_hold:") in state["holds"]

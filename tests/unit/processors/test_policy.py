@@ -50,7 +50,8 @@ def test_packaged_policy_has_the_promised_values(policy: Policy) -> None:
     assert policy.post_contract_years == 6
     assert policy.deadline_months == 1
     assert policy.extension_months == 2
-    assert "billing" in policy.obligation_categories
+    assert policy.max_days == 90 and policy.verification_wait_days == 21
+    assert [p for p, purpose in policy.purposes.items() if purpose.obligation] == ["invoicing"]
     for name in (
         "marketing_email",
         "newsletter",
@@ -62,14 +63,17 @@ def test_packaged_policy_has_the_promised_values(policy: Policy) -> None:
         "crm",
     ):
         assert policy.purposes[name].forbidden is None
-        assert policy.purposes[name].legal_basis in LEGAL_BASES
+        assert set(policy.purposes[name].legal_bases) <= set(LEGAL_BASES)
+        assert set(policy.purposes[name].categories) <= set(policy.categories)
     assert policy.purposes["marketing_email"].data_use == "marketing.communications.email"
-    assert set(policy.channels["email"]) == {"marketing_email", "newsletter"}
+    assert set(policy.channels["email"]) == {"marketing_email", "newsletter", "crm"} == set(policy.direct_marketing)
+    assert policy.purposes["crm"].legal_bases == ("legitimate_interest",)
     assert {p.forbidden for p in policy.purposes.values()} >= {"profiling", "automated_decision", "sale"}
     assert set(policy.categories) >= {"contact", "billing", "employment", "analytics", "third_party"}
     assert set(policy.consumer_names) >= {"crm-mirror", "mailer", "warehouse"}
     for c in policy.consumers:
-        assert c.role in ("processor", "controller") and c.region
+        assert c.role in ("processor", "controller") and c.region and c.purposes
+    assert policy.consumers_of["recruitment"] == ("ats",) and policy.consumers_of["crm"] == ("crm-mirror", "mailer")
 
 
 def test_every_name_in_the_packaged_policy_is_in_the_fideslang_taxonomy(policy: Policy) -> None:
@@ -199,15 +203,13 @@ def test_add_months_is_calendar_months_on_utc_dates(start: str, months: int, end
 def test_bad_legal_basis_names_the_key_and_the_choices(tmp_path: Path) -> None:
     text = packaged_text().replace(
         '[purposes.newsletter]\ndescription = "Newsletter subscription (the policy\'s own example of consent)"\n'
-        'data_use = "marketing.communications.email"\nlegal_basis = "consent"',
-        '[purposes.newsletter]\ndata_use = "marketing.communications.email"\nlegal_basis = "maybe"',
+        'data_use = "marketing.communications.email"\nlegal_bases = ["consent"]',
+        '[purposes.newsletter]\ndata_use = "marketing.communications.email"\nlegal_bases = ["maybe"]',
     )
     assert '"maybe"' in text
     with pytest.raises(PolicyError) as err:
         load_policy(write(tmp_path, text))
-    assert str(err.value) == (
-        "purposes.newsletter.legal_basis: 'maybe' is not one of consent, contract, legitimate_interest, legal_obligation"
-    )
+    assert str(err.value) == ("purposes.newsletter.legal_bases[0]: 'maybe' is not a legal basis of this policy")
 
 
 @pytest.mark.parametrize(
@@ -242,11 +244,70 @@ def test_bad_legal_basis_names_the_key_and_the_choices(tmp_path: Path) -> None:
             "unknown key",
         ),
         (
-            'obligation_categories = ["billing"]',
-            'obligation_categories = ["invoices"]',
-            "retention.obligation_categories[0]",
+            'categories = ["billing"]\nobligation = true',
+            'categories = ["invoices"]\nobligation = true',
+            "purposes.invoicing.categories[0]",
             "not a category",
         ),
+        (
+            'legal_bases = ["contract", "legal_obligation"]',
+            'legal_bases = ["contract"]',
+            "purposes.invoicing.obligation",
+            "exactly when `legal_obligation` is among its legal_bases",
+        ),
+        (
+            'legal_bases = ["legitimate_interest"]\ncategories = ["contact", "third_party"]\ndirect_marketing = true',
+            'legal_bases = ["contract"]\ncategories = ["contact", "third_party"]\ndirect_marketing = true',
+            "purposes.crm.legal_bases",
+            "consent or a legitimate interest only",
+        ),
+        (
+            'direct_marketing = true\nchannel = "email"\n\n[purposes.newsletter]',
+            'channel = "email"\n\n[purposes.newsletter]',
+            "purposes.marketing_email.channel",
+            "a direct-marketing purpose names its channel",
+        ),
+        (
+            'purposes = ["recruitment"]\nmax_months = 6',
+            'purposes = ["hiring"]',
+            "relationships.applicant.purposes[0]",
+            "not a purpose",
+        ),
+        ("[relationships.partner]", "[relationships.friend]", "relationships.friend", "not a relationship kind"),
+        ('regimes = ["gdpr", "us_state_privacy"]', 'regimes = ["gdpr", "ccpa"]', "requests.regimes[1]", "not a regime"),
+        ("# max_days = 90", "max_days = 92", "requests.max_days", "exceeds the 90 days"),
+        ("verification_wait_days = 21", "verification_wait_days = 40", "requests.verification_wait_days", "within the first"),
+        (
+            'region = "eu-west"\npurposes = ["analytics_cookies"]',
+            'region = "eu-west"\ntransfer = "standard_contractual_clauses"\npurposes = ["analytics_cookies"]',
+            "consumers.warehouse.transfer",
+            "in the EU",
+        ),
+        (
+            'transfer = "standard_contractual_clauses"\npurposes = ["inquiry"',
+            'purposes = ["inquiry"',
+            "consumers.crm-mirror.transfer",
+            "needs a safeguard",
+        ),
+        (
+            'region = "us-east"\ntransfer = "eu_us_data_privacy_framework"',
+            'region = "in-west"\ntransfer = "eu_us_data_privacy_framework"',
+            "consumers.mailer.transfer",
+            "US only",
+        ),
+        (
+            'region = "us-east"\ntransfer = "eu_us_data_privacy_framework"',
+            'region = "us-east"\ntransfer = "data_processing_agreement"',
+            "consumers.mailer.transfer",
+            "not one of adequacy_decision",
+        ),
+        (
+            'region = "us-east"\ntransfer = "eu_us_data_privacy_framework"',
+            'region = "in-west"\ntransfer = "adequacy_decision"',
+            "consumers.mailer.transfer",
+            "no adequacy decision for 'in'",
+        ),
+        ('purposes = ["analytics_cookies"]', 'purposes = ["profiling"]', "consumers.warehouse.purposes[0]", "forbidden purpose"),
         (
             'data_category = "user.payment"',
             'data_category = "user.financial.credit_card"',
@@ -255,7 +316,7 @@ def test_bad_legal_basis_names_the_key_and_the_choices(tmp_path: Path) -> None:
         ),
         (
             '[purposes.profiling]\ndescription = "Building profiles of visitors or contacts"\ndata_use = "personalize.profiling"\nforbidden = "profiling"',
-            '[purposes.profiling]\ndata_use = "personalize.profiling"\nlegal_basis = "legitimate_interest"',
+            '[purposes.profiling]\ndata_use = "personalize.profiling"\nlegal_bases = ["legitimate_interest"]\ncategories = ["contact"]',
             "purposes.profiling.data_use",
             "profiling",
         ),
@@ -286,3 +347,15 @@ def test_policy_is_frozen(policy: Policy) -> None:
         policy.no_relationship_months = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         policy.purposes["x"] = policy.purposes["newsletter"]  # type: ignore[index]
+
+
+def test_the_version_is_the_hash_of_the_file_and_a_purposes_meaning_its_substance(tmp_path: Path, policy: Policy) -> None:
+    import hashlib
+
+    assert policy.version == hashlib.sha256(packaged_text().encode()).hexdigest()[:16]
+    commented = parse_policy(packaged_text() + "\n# a comment\n")
+    assert commented.version != policy.version  # another file, another version
+    assert commented.purposes["newsletter"].meaning == policy.purposes["newsletter"].meaning  # the same promise
+    widened = parse_policy(packaged_text().replace("Newsletter subscription (", "Newsletter and partner offers (", 1))
+    assert widened.purposes["newsletter"].meaning != policy.purposes["newsletter"].meaning
+    assert widened.purposes["marketing_email"].meaning == policy.purposes["marketing_email"].meaning

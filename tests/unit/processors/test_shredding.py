@@ -162,9 +162,7 @@ def test_a_recollected_records_old_key_goes_with_the_erasure(policy: Policy) -> 
 def test_records_under_a_tax_obligation_keep_their_key_until_it_ends(policy: Policy) -> None:
     s = Sealed(policy)
     contact = s.collect(T0, "r-1")
-    invoice = s.collect(
-        T0, "r-inv", category="billing", purpose="invoicing", basis=policy.purposes["invoicing"].legal_basis or "contract"
-    )
+    invoice = s.collect(T0, "r-inv", category="billing", purpose="invoicing", basis="legal_obligation")
     assert s.erase(T0 + DAY)["keys_destroyed"] == [contact]
     assert invoice in s.state["keys"]
     deadline = s.state["records"]["r-inv"]["retention_deadline"]
