@@ -33,8 +33,14 @@ Choices the design left open, made here:
   nothing for consumers to acknowledge;
 - a record whose deadline passed before a relationship started keeps that deadline (the
   timer merely had not run yet);
-- while any legal hold is active no record expires; when the last hold is released, overdue
-  records and records an erasure kept only for the hold go at once (``hold_released``);
+- a legal hold keeps the records it covers (those it names, those of the categories it names,
+  or all of the subject's when it names neither) past their deadline and through an erasure;
+  when it is released, overdue records no other hold covers, and records an erasure kept only
+  for it, go at once (``hold_released``);
+- a relationship keeps only the records of the purposes its kind serves (``[relationships]``),
+  and a kind with ``max_months`` ends by itself that long after it started;
+- a collection the worker stamped ``unchanged`` (the record is held with exactly these fields,
+  purpose, category and basis: a nightly sync) changes nothing, so its clock does not restart;
 - acknowledgements from consumers the policy does not register are ignored;
 - an erasure that sent nothing downstream (no record held, no consent) is complete at once:
   there is nothing for a consumer to acknowledge, so none is waited for or blamed;
@@ -140,9 +146,7 @@ def new_state(subject_id: str) -> State:
         "consent": None,  # the consent snapshot, exactly as lifecycle.consent carries it
         "consent_history": {},  # purpose -> [entries as in the snapshot], oldest first
         "relationships": {},  # relationship_id -> {kind, started_at, ended_at}
-        "active_relationships": 0,
-        "last_relationship_end": None,
-        "holds": {},  # hold_id -> {at, reason, event_id}
+        "holds": {},  # hold_id -> {at, reason, event_id, records, categories}: see _hold_of
         "requests": {},  # request_id -> request state (see _on_request)
         "verifications": {},  # request_id -> {at, method, event_id}
         "keys": {},  # data key id -> 1: keys of this subject's events not destroyed yet
@@ -235,12 +239,39 @@ def _set_snapshot(
 # --------------------------------------------------------------------------------------
 
 
+def _relationship_end(state: State, purpose: str, policy: Policy) -> tuple[bool, int | None]:
+    """(whether a relationship serving ``purpose`` is open, the last end of one that closed).
+
+    Only the relationships whose kind serves the purpose count (``[relationships]``): an open
+    vendor relationship keeps none of the vendor's marketing or analytics data. A kind with
+    ``max_months`` ends that long after it started, whatever came later or never came: an
+    application nobody closed does not keep a CV for ever, and the shorter keep wins.
+    """
+    open_ = False
+    last: int | None = None
+    for rel in state["relationships"].values():
+        kind = policy.relationships.get(rel["kind"])
+        if kind is None or purpose not in kind.purposes:
+            continue
+        end = rel["ended_at"]
+        if kind.max_months is not None and rel["started_at"] is not None:
+            cap = add_months(rel["started_at"], kind.max_months)
+            if end is None or cap < end:
+                end = cap
+        if end is None:
+            open_ = True
+        elif last is None or end > last:
+            last = end
+    return open_, last
+
+
 def _deadline(state: State, rec: RecordValue, policy: Policy) -> int | None:
-    """When a record expires, given the relationships so far (None while one is active)."""
-    if state["active_relationships"]:
+    """When a record expires, given the relationships so far (None while one serving its
+    purpose is open)."""
+    open_, end = _relationship_end(state, rec["purpose"], policy)
+    if open_:
         return None
     collected = rec["collected_at"]
-    end = state["last_relationship_end"]
     ended_after = end is not None and end >= collected
     if policy.is_obligation(rec["purpose"]):
         return policy.post_contract_deadline(end if end is not None and ended_after else collected)
@@ -255,7 +286,7 @@ def _deadline(state: State, rec: RecordValue, policy: Policy) -> int | None:
 def _expiry_reason(state: State, rec: RecordValue, policy: Policy) -> str:
     if rec["record_id"] in state["retained"]:
         return "obligation_ended"
-    end = state["last_relationship_end"]
+    _, end = _relationship_end(state, rec["purpose"], policy)
     ended_after = end is not None and end >= rec["collected_at"]
     if policy.is_obligation(rec["purpose"]):
         return "post_contract" if ended_after else "obligation_ended"
@@ -303,6 +334,22 @@ def _expire(state: State, rec: RecordValue, at: int, cause: str, reason: str, ou
     )
 
 
+def _hold_of(state: State, rec: RecordValue) -> str | None:
+    """The legal hold that covers a record (the least id, when several do), or None.
+
+    A hold names the records or the categories it covers; one that names neither covers all
+    of the subject's records, as a hold on a whole person does. Only what a hold covers is
+    kept past its deadline or an erasure: a dispute over an invoice keeps no newsletter data.
+    """
+    best: str | None = None
+    for hid, hold in state["holds"].items():
+        records, categories = hold.get("records") or (), hold.get("categories") or ()
+        if (not records and not categories) or rec["record_id"] in records or rec["category"] in categories:
+            if best is None or hid < best:
+                best = hid
+    return best
+
+
 def _obligation_runs(rec: RecordValue, at: int, policy: Policy) -> bool:
     if not policy.is_obligation(rec["purpose"]):
         return False
@@ -348,6 +395,8 @@ def _on_collected(state: State, ev: Event, policy: Policy) -> list[Output]:
         break
     if reason is not None:
         return [_reject(state, ev["event_id"], rid, at, reason, record_id=rid)]
+    if ev.get("unchanged") and republished(state, ev) is not None:
+        return []  # re-published as held: no new collection, so no new clock
 
     sid = state["subject_id"]
     rec: RecordValue = {
@@ -363,9 +412,9 @@ def _on_collected(state: State, ev: Event, policy: Policy) -> list[Output]:
         "updated_at": at,
         "caused_by": ev["event_id"],
     }
-    if state["active_relationships"]:
-        pass
-    elif state["last_relationship_end"] is None:
+    if state["relationships"]:
+        rec["retention_deadline"] = _deadline(state, rec, policy)
+    else:
         if p.obligation:  # type: ignore[union-attr]  # a refusal above returned when p is None
             rec["retention_deadline"] = add_months(at, 12 * policy.post_contract_years)
         else:
@@ -376,8 +425,6 @@ def _on_collected(state: State, ev: Event, policy: Policy) -> list[Output]:
                 rec["retention_deadline"] = add_months(at, policy.no_relationship_months)
             else:
                 rec["retention_deadline"] = at + (later - day) * DAY_MS
-    else:
-        rec["retention_deadline"] = _deadline(state, rec, policy)
     if state["erasures"]:
         covering = _covering_erasure(state, at)
         if covering is not None:
@@ -387,6 +434,23 @@ def _on_collected(state: State, ev: Event, policy: Policy) -> list[Output]:
         state["retained"].pop(rid, None)  # a fresh collection is new data, not the retained copy
     state["status"] = "active"
     return [_new(RecordChange, (sid, rid, rec))]
+
+
+def republished(state: State, ev: Event) -> RecordValue | None:
+    """The held record a collection names, when it is held for the same purpose, category and
+    basis (and not merely kept after an erasure): the record the collection re-publishes, if
+    its fields are the same too, which only the worker can tell (it holds the keys) and stamps
+    as ``unchanged``."""
+    held = state["records"].get(ev["record_id"])
+    if (
+        held is None
+        or held["purpose"] != ev["purpose"]
+        or held["category"] != ev["category"]
+        or held["legal_basis"] != ev["legal_basis"]
+        or ev["record_id"] in state["retained"]
+    ):
+        return None
+    return held
 
 
 def _covering_erasure(state: State, collected_at: int) -> Erasure | None:
@@ -414,8 +478,10 @@ def _arrived_late(state: State, ev: Event, rec: RecordValue, erasure: Erasure, p
     if rid not in state["records"]:
         if _obligation_runs(rec, erasure["at"], policy):
             why = "legal_obligation"
-        elif state["holds"]:
-            why = f"legal_hold:{min(state['holds'])}"
+        else:
+            hold = _hold_of(state, rec)
+            if hold is not None:
+                why = f"legal_hold:{hold}"
     if why is None:
         return [
             _reject(
@@ -544,10 +610,6 @@ def _on_relationship_started(state: State, ev: Event, policy: Policy) -> list[Ou
     if rel is not None and rel["ended_at"] is None:
         return []
     rels[ev["relationship_id"]] = {"kind": ev["kind"], "started_at": ev["occurred_at"], "ended_at": None}
-    was_active = state["active_relationships"]
-    state["active_relationships"] = sum(1 for r in rels.values() if r["ended_at"] is None)
-    if was_active:
-        return []  # the clocks were already suspended: no deadline moves
     return _refresh_deadlines(state, ev["occurred_at"], ev["event_id"], policy)
 
 
@@ -561,18 +623,19 @@ def _on_relationship_ended(state: State, ev: Event, policy: Policy) -> list[Outp
         rels[ev["relationship_id"]] = {"kind": ev["kind"], "started_at": None, "ended_at": at}
     else:
         rel["ended_at"] = at
-    state["active_relationships"] = sum(1 for r in rels.values() if r["ended_at"] is None)
-    last = state["last_relationship_end"]
-    state["last_relationship_end"] = at if last is None or at > last else last
-    if state["active_relationships"]:
-        return []  # another relationship still suspends the clocks: no deadline moves yet
     return _refresh_deadlines(state, at, ev["event_id"], policy)
 
 
 def _on_hold_placed(state: State, ev: Event, policy: Policy) -> list[Output]:
     holds = state["holds"]
     if ev["hold_id"] not in holds:
-        holds[ev["hold_id"]] = {"at": ev["occurred_at"], "reason": ev["reason"], "event_id": ev["event_id"]}
+        holds[ev["hold_id"]] = {
+            "at": ev["occurred_at"],
+            "reason": ev["reason"],
+            "event_id": ev["event_id"],
+            "records": list(ev.get("records") or ()),
+            "categories": list(ev.get("categories") or ()),
+        }
     return []
 
 
@@ -587,15 +650,16 @@ def _on_hold_released(state: State, ev: Event, policy: Policy) -> list[Output]:
     retained = state["retained"]
     records = state["records"]
     out: list[Output] = []
-    if holds:
-        other = f"legal_hold:{min(holds)}"
-        for rid in sorted(retained):
-            if retained[rid] == f"legal_hold:{hid}":
-                retained[rid] = other
-        return out
     for rid in sorted(records):
         rec = records[rid]
+        other = _hold_of(state, rec)
+        if other is not None:
+            if retained.get(rid) == f"legal_hold:{hid}":
+                retained[rid] = f"legal_hold:{other}"
+            continue
         if rid in retained:
+            if retained[rid] != f"legal_hold:{hid}":
+                continue  # kept for an obligation, not for this hold
             if _obligation_runs(rec, at, policy):
                 retained[rid] = "legal_obligation"
             else:
@@ -771,14 +835,14 @@ def _fulfil(state: State, rid: str, at: int, cause: str, policy: Policy, emit: b
             return [_reject(state, cause, rid, at, "subject_erased", request_id=rid)] if emit else []
         erased: list[str] = []
         retained: dict[str, str] = {}
-        holds = state["holds"]
         records = state["records"]
         for rec_id in sorted(records):
             rec = records[rec_id]
+            hold = _hold_of(state, rec) if state["holds"] else None
             if _obligation_runs(rec, at, policy):
                 retained[rec_id] = "legal_obligation"
-            elif holds:
-                retained[rec_id] = f"legal_hold:{min(holds)}"
+            elif hold is not None:
+                retained[rec_id] = f"legal_hold:{hold}"
             else:
                 erased.append(rec_id)
         return _erase(state, rid, at, cause, erased, retained, policy, emit)
@@ -926,8 +990,10 @@ def _on_decision(state: State, ev: Event, policy: Policy) -> list[Output]:
 def _tick(state: State, now: int, policy: Policy, cause: str = TIMER) -> list[Output]:
     out: list[Output] = []
     records = state["records"]
-    if records and not state["holds"]:
+    if records:
         due = [rid for rid, rec in records.items() if rec["retention_deadline"] is not None and rec["retention_deadline"] <= now]
+        if due and state["holds"]:
+            due = [rid for rid in due if _hold_of(state, records[rid]) is None]
         for rid in sorted(due):
             rec = records[rid]
             _expire(state, rec, now, cause, _expiry_reason(state, rec, policy), out)
@@ -1039,11 +1105,11 @@ def redelivered(state: State, event_id: str, digest: str | None) -> str | None:
 def next_deadline(state: State) -> int | None:
     """The earliest time a Tick could decide something, for the timer's index (None: never)."""
     best: int | None = None
-    if not state["holds"]:
-        for rec in state["records"].values():
-            d = rec["retention_deadline"]
-            if d is not None and (best is None or d < best):
-                best = d
+    holds = state["holds"]
+    for rec in state["records"].values():
+        d = rec["retention_deadline"]
+        if d is not None and (best is None or d < best) and not (holds and _hold_of(state, rec) is not None):
+            best = d
     for req in state["requests"].values():
         status = req["status"]
         if (status == _OPEN and not req["missed"]) or (

@@ -157,6 +157,16 @@ def seal_fields(fields: Mapping[str, str], key_id: str, data_key: bytes) -> dict
     return out
 
 
+def _seal_one(name: str, value: str, key_id: str, data_key: bytes) -> str:
+    nonce = os.urandom(NONCE_BYTES)
+    return envelope.build(key_id, nonce + AESGCM(data_key).encrypt(nonce, value.encode("utf-8"), _aad(key_id, name)))
+
+
+def _digest_key(like: Mapping[str, str]) -> str | None:
+    """The key a re-published event's digest is keyed by: its first field's, by name."""
+    return envelope.key_of(like[min(like)]) if like else None
+
+
 KeyLookup = Callable[[str], "bytes | None"]
 """key_id -> the unwrapped data key, or None when it was destroyed (or never existed)."""
 
@@ -252,20 +262,48 @@ class Keystore:
         self.cache.put(key_id, data_key)
         return data_key
 
-    def digest(self, event: dict[str, Any]) -> str | None:
+    def digest(self, event: dict[str, Any], like: Mapping[str, str] | None = None) -> str | None:
         """``content_digest`` of a plaintext event, keyed by its data key if it has personal
-        fields; None when that key is gone (destroyed: the first copy can no longer be told)."""
+        fields (``like``: by the key of the record it re-publishes, see ``seal``); None when
+        that key is gone (destroyed: the first copy can no longer be told)."""
         if event["type"] not in SEALED_TYPES or not event.get("fields"):
             return content_digest(event, None)
-        data_key = self.lookup(key_id_for(event["subject_id"], event["event_id"]))
+        key_id = _digest_key(like) if like is not None else key_id_for(event["subject_id"], event["event_id"])
+        data_key = None if key_id is None else self.lookup(key_id)
         return None if data_key is None else content_digest(event, data_key)
 
-    def seal(self, event: dict[str, Any], key_class: str = "standard") -> dict[str, Any]:
+    def held_as(self, event: Mapping[str, Any], held: Mapping[str, str]) -> bool:
+        """Whether the plaintext ``fields`` of ``event`` are exactly those the sealed ``held``
+        ones open to (a record re-published unchanged). False when any of them cannot be
+        opened: an erased value is never "the same"."""
+        fields = event.get("fields") or {}
+        if fields.keys() != held.keys() or not all(envelope.key_of(v) for v in held.values()):
+            return False
+        for name, sealed in held.items():
+            plain = open_field(name, sealed, self.lookup)
+            if plain == envelope.ERASED or plain != fields[name]:
+                return False
+        return True
+
+    def seal(self, event: dict[str, Any], key_class: str = "standard", like: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The event with its personal fields sealed under its own data key (created on first
         need; an event seen again reuses its key, so a redelivery decrypts the same), and its
-        ``digest`` stamped."""
+        ``digest`` stamped.
+
+        ``like``: the sealed fields of the record the event re-publishes unchanged (``held_as``);
+        each value is then sealed under the key its namesake there is sealed under, so a nightly
+        sync mints no key, and its copy in the log goes unreadable with the record's."""
         if event["type"] not in SEALED_TYPES or not event.get("fields"):
             return {**event, "digest": content_digest(event, None)}
+        if like:
+            sealed: dict[str, str] = {}
+            for name, value in event["fields"].items():
+                held_key = envelope.key_of(like[name])
+                data_key = self.lookup(held_key) if held_key else None
+                if held_key is None or data_key is None:
+                    raise KeyringError("the record re-published has a field whose key is gone")
+                sealed[name] = _seal_one(name, value, held_key, data_key)
+            return {**event, "fields": sealed, "digest": self.digest(event, like)}
         key_id = key_id_for(event["subject_id"], event["event_id"])
         data_key = self.lookup(key_id)
         if data_key is None:

@@ -80,6 +80,8 @@ class Hold(TypedDict):
     at: int
     reason: str
     event_id: str
+    records: NotRequired[list[str]]  # the records it covers; with no categories either: all
+    categories: NotRequired[list[str]]
 
 
 class Verification(TypedDict):
@@ -133,8 +135,6 @@ class State(TypedDict):
     consent: ConsentSnapshot | None
     consent_history: dict[str, list[ConsentEntry]]  # purpose -> entries, oldest first
     relationships: dict[str, Relationship]
-    active_relationships: int
-    last_relationship_end: int | None
     holds: dict[str, Hold]
     requests: dict[str, Request]
     verifications: dict[str, Verification]

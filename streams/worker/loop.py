@@ -366,17 +366,28 @@ class Worker:
         if self._misplaced(m, key, self.t_ingest):
             return
         state = self._state(p, key, event["subject_id"], states)
+        held = lifecycle.republished(state, event) if event["type"] == "DataCollected" else None
+        like = held["fields"] if held is not None and self.keystores[p].held_as(event, held["fields"]) else None
         if lifecycle.seen(state, event["event_id"]):
             # a redelivery of an event the fold has taken: appending it again would only mint a
             # data key nothing ever destroys. One whose content differs is another event under a
-            # reused id, which upstream must hear about instead of losing it without a word
-            if lifecycle.redelivered(state, event["event_id"], self.keystores[p].digest(event)) == "different":
+            # reused id, which upstream must hear about instead of losing it without a word. A
+            # first copy that re-published its record unchanged has no key of its own: its
+            # digest is keyed by the record's
+            digest = self.keystores[p].digest(event)
+            if digest is None and held is not None:
+                digest = self.keystores[p].digest(event, held["fields"])
+            if lifecycle.redelivered(state, event["event_id"], digest) == "different":
                 log.info("refused %s %s: conflicting_duplicate", event["type"], echoable(event["event_id"]))
                 self._reject("conflicting_duplicate", "event_id", event, where, echoable(event["subject_id"]).encode())
             else:
                 log.info("duplicate %s %s dropped", event["type"], echoable(event["event_id"]))
             return
-        sealed = self.keystores[p].seal(event, "obligation" if _obligation(event, self.policy) else "standard")
+        if event["type"] == "DataCollected":
+            # the record re-published exactly (a nightly sync): only the worker can tell, as only
+            # it holds the keys; the fold then keeps the record, and its clock, as they are
+            event["unchanged"] = like is not None  # the worker's to say, whatever upstream wrote
+        sealed = self.keystores[p].seal(event, "obligation" if _obligation(event, self.policy) else "standard", like)
         if event["type"] in SEALED_TYPES and event.get("fields"):
             self._sealed_now.update(zip(sealed["fields"].values(), event["fields"].values(), strict=True))
             self._log_sealed = True

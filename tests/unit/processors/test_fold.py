@@ -26,6 +26,19 @@ from typing import Any
 
 import orjson
 import pytest
+from support.fold import (
+    CONSUMERS,
+    DAY,
+    HOUR,
+    T0,
+    Subject,
+    consent_changes,
+    decisions,
+    ms,
+    only,
+    tombstoned,
+    upserted,
+)
 
 from processors import envelope
 from processors.fold import (
@@ -39,19 +52,6 @@ from processors.fold import (
 )
 from processors.policy import Policy
 from streams.settings import load_policy
-from tests.support.fold import (
-    CONSUMERS,
-    DAY,
-    HOUR,
-    T0,
-    Subject,
-    consent_changes,
-    decisions,
-    ms,
-    only,
-    tombstoned,
-    upserted,
-)
 
 
 @pytest.fixture(scope="module")
@@ -184,11 +184,11 @@ def test_rule_retention_with_contract_other_categories_get_a_grace_period_never_
 def test_rule_retention_with_contract_clock_starts_only_when_no_other_relationship_is_active(policy: Policy) -> None:
     s = Subject(policy)
     s.send("RelationshipStarted", T0, relationship_id="rel-1", kind="client")
-    s.send("RelationshipStarted", T0, relationship_id="rel-2", kind="partner")
+    s.send("RelationshipStarted", T0, relationship_id="rel-2", kind="vendor")  # invoices both ways
     s.collect(T0 + DAY, "r-bill", category="billing", purpose="invoicing")
     assert s.send("RelationshipEnded", T0 + 10 * DAY, relationship_id="rel-1", kind="client") == []
     assert s.records["r-bill"]["retention_deadline"] is None
-    outs = s.send("RelationshipEnded", T0 + 20 * DAY, relationship_id="rel-2", kind="partner")
+    outs = s.send("RelationshipEnded", T0 + 20 * DAY, relationship_id="rel-2", kind="vendor")
     assert upserted(outs)["r-bill"]["retention_deadline"] == policy.post_contract_deadline(T0 + 20 * DAY)
 
 

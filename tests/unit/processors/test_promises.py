@@ -19,10 +19,10 @@ keeps; where a rule is about order, a property test folds every arrival order.
 from __future__ import annotations
 
 import pytest
+from support.fold import DAY, T0, Subject, decisions, only, tombstoned, upserted
 
-from processors.policy import Policy
+from processors.policy import Policy, add_months
 from streams.settings import load_policy
-from tests.support.fold import DAY, T0, Subject, decisions, only, upserted
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,77 @@ def test_promise_purpose_refuses_a_basis_or_category_it_does_not_list(
     s = Subject(policy)
     refusal(s.collect(T0, "r-1", category=category, purpose=purpose, basis=basis), reason)
     assert s.records == {}
+
+
+# ======================================================================================
+# retention by the purposes a relationship serves
+# ======================================================================================
+
+
+def test_promise_retention_an_open_vendor_relationship_keeps_no_marketing_or_analytics_data(policy: Policy) -> None:
+    s = Subject(policy)
+    s.consent(T0 - DAY, "newsletter")
+    s.consent(T0 - DAY, "analytics_cookies")
+    s.collect(T0, "r-news", purpose="newsletter")
+    s.collect(T0, "r-web", category="analytics", purpose="analytics_cookies", fields={"ip_address": "192.0.2.1"})
+    s.send("RelationshipStarted", T0 + DAY, relationship_id="rel-v", kind="vendor")
+    deadline = policy.no_relationship_deadline(T0)
+    assert {rid: r["retention_deadline"] for rid, r in s.records.items()} == {"r-news": deadline, "r-web": deadline}
+    assert sorted(tombstoned(s.tick(deadline))) == ["r-news", "r-web"]
+
+
+def test_promise_retention_a_client_relationship_keeps_its_own_purposes_only(policy: Policy) -> None:
+    s = Subject(policy)
+    s.consent(T0 - DAY, "newsletter")
+    s.send("RelationshipStarted", T0, relationship_id="rel-c", kind="client")
+    s.collect(T0, "r-svc", purpose="service_delivery")
+    s.collect(T0, "r-inv", category="billing", purpose="invoicing", fields={"vat_id": "DE123"})
+    s.collect(T0, "r-news", purpose="newsletter")
+    assert s.records["r-svc"]["retention_deadline"] is None and s.records["r-inv"]["retention_deadline"] is None
+    assert s.records["r-news"]["retention_deadline"] == policy.no_relationship_deadline(T0)
+    assert tombstoned(s.tick(policy.no_relationship_deadline(T0))) == ["r-news"]  # the client stays one
+
+
+def test_promise_retention_applicant_data_expires_though_the_application_was_never_closed(policy: Policy) -> None:
+    s = Subject(policy)
+    s.send("RelationshipStarted", T0, relationship_id="app-1", kind="applicant")
+    s.collect(T0, "r-cv", category="employment", purpose="recruitment", fields={"cv": "ten years of Kafka"})
+    ends = policy.relationships["applicant"].max_months
+    assert ends == 6
+    deadline = max(policy.no_relationship_deadline(T0), policy.grace_deadline(add_months(T0, 6)))
+    assert s.records["r-cv"]["retention_deadline"] == deadline  # no RelationshipEnded ever came
+    outs = s.tick(deadline)
+    assert tombstoned(outs) == ["r-cv"]
+
+
+def test_promise_retention_republishing_a_record_unchanged_does_not_restart_its_clock(policy: Policy) -> None:
+    """A nightly CRM sync re-publishes every contact as it is; the worker stamps such a
+    collection ``unchanged``, and the record keeps the deadline of its real collection."""
+    s = Subject(policy)
+    s.collect(T0, "r-1", purpose="crm")
+    first = s.records["r-1"]["retention_deadline"]
+    for night in range(1, 200):
+        assert s.send(
+            "DataCollected", T0 + night * DAY, record_id="r-1", category="contact", purpose="crm",
+            legal_basis="legitimate_interest", fields={"email": "ada@example.org", "name": "Ada"}, unchanged=True,
+        ) == []  # fmt: skip
+    assert s.records["r-1"]["retention_deadline"] == first
+    assert tombstoned(s.tick(first)) == ["r-1"]
+    # a changed record is a new collection: its clock starts again
+    s.collect(T0 + 400 * DAY, "r-2", purpose="crm")
+    outs = s.collect(T0 + 500 * DAY, "r-2", purpose="crm", fields={"email": "ada@new.example.org"})
+    assert upserted(outs)["r-2"]["retention_deadline"] == policy.no_relationship_deadline(T0 + 500 * DAY)
+
+
+def test_promise_retention_a_legal_hold_keeps_only_the_records_it_names(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-inv-1", category="billing", purpose="invoicing", basis="contract", fields={"vat_id": "DE1"})
+    s.collect(T0, "r-crm", purpose="crm")
+    s.collect(T0, "r-ask", purpose="inquiry")
+    s.send("LegalHoldPlaced", T0 + DAY, hold_id="h-dispute", reason="case 2024/7", records=["r-ask"])
+    s.send("LegalHoldPlaced", T0 + DAY, hold_id="h-tax", reason="audit 2024", categories=["billing"])
+    assert tombstoned(s.tick(policy.no_relationship_deadline(T0))) == ["r-crm"]  # no hold names it
+    executed = only(s.request("ErasureRequested", T0 + 400 * DAY), "ErasureExecuted")
+    assert executed["retained"] == {"r-ask": "legal_hold:h-dispute", "r-inv-1": "legal_obligation"}
+    outs = s.send("LegalHoldReleased", T0 + 401 * DAY, hold_id="h-dispute", reason="settled")
+    assert tombstoned(outs) == ["r-ask"] and "r-inv-1" in s.records

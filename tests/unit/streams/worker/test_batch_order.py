@@ -11,53 +11,21 @@ the tables between batches; what they answer while a batch waits is here too.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from support.kafka import Broker, MemoryKafka, Message
+from support.worker import calls, line, memory_worker, messages
 
 from processors.envelope import key_of
-from processors.shredding import Keyring, new_data_key
-from schemas.codec import decode, encode
-from schemas.contract import parse_line
-from streams.plumbing.topics import changelog_topic, partition_for
-from streams.settings import Settings, load_policy
+from schemas.codec import decode
+from streams.plumbing.topics import changelog_topic
 from streams.worker.loop import Worker
 
 
 @pytest.fixture
-def worker(tmp_path: Path) -> Any:
-    settings = dataclasses.replace(Settings.from_env({}), home=tmp_path, store="memory://")
-    w = Worker(settings, load_policy(), Keyring.of(new_data_key()), clients=MemoryKafka(Broker(settings.partitions)))
-    w.owned = set(range(settings.partitions))
-    w.chain_heads = dict.fromkeys(range(settings.partitions), b"")
-    return w
-
-
-def calls(worker: Worker) -> list[tuple[str, str, bytes | None, bytes | None]]:
-    """The worker's sends and flushes, in order: (kind, topic, key, value)."""
-    return worker.kafka.steps.calls  # type: ignore[attr-defined, no-any-return]
-
-
-def line(**fields: object) -> dict:
-    import orjson
-
-    return parse_line(orjson.dumps(fields))
-
-
-def messages(worker: Worker, events: list[dict]) -> list[Message]:
-    out = []
-    for i, e in enumerate(events):
-        key = e["subject_id"].encode()
-        out.append(
-            Message(
-                worker.t_ingest, partition_for(key, worker.settings.partitions), i, key, encode(e), ts=int(time.time() * 1000)
-            )
-        )
-    return out
+def worker(tmp_path: Path) -> Worker:
+    return memory_worker(tmp_path)
 
 
 def test_a_log_entry_leaves_only_after_the_data_key_it_is_sealed_under(worker: Worker) -> None:
@@ -107,7 +75,6 @@ def test_a_view_asked_while_a_batch_waits_for_the_broker_says_so_instead_of_hang
     meanwhile answers 503 with the reason within seconds, rather than the caller's timeout
     reporting that no worker answers."""
     import threading
-    import time
 
     import orjson
 
