@@ -24,10 +24,19 @@ Choices the design left open, made here:
   ``legitimate_interest`` would bypass consent; whether a record is kept under an obligation
   follows from its purpose alone, never from its category label, which anyone can set;
 - a collection for a purpose the subject restricted or objected to is refused
-  (``purpose_stopped``); a later ``ConsentGiven`` for that purpose lifts the stop, being the
-  subject's most recent word on it;
-- ``Unsubscribed`` withdraws the channel's purposes that are granted; with nothing granted it
-  changes nothing (a channel no purpose uses is refused: ``unknown_channel``);
+  (``purpose_stopped``); a later ``ConsentGiven`` lifts an objection to a consent purpose,
+  being the subject's newest word on it, never a restriction;
+- direct marketing is one thing: ``Unsubscribed`` stops every direct-marketing purpose of its
+  channel, an objection to any of them stops all of them on every channel (art. 21(3)), both
+  whatever the purposes' legal basis, both at once and without identity verification (they
+  only ever stop processing), and both recorded even when nothing was consented to; a
+  collection for such a purpose is then refused (``opted_out``) until the subject consents to
+  that purpose after the opt-out (a channel no purpose uses is refused: ``unknown_channel``);
+- for consent and opt-outs the later ``occurred_at`` wins, not the later arrival; at the same
+  instant, the withdrawal or the opt-out;
+- an erasure stops all direct marketing until a consent newer than it, and keeps the opt-outs
+  (channels and times, no personal value): a consent older than the erasure is covered by it
+  (``covered_by_erasure``), so the next import cannot re-subscribe the person;
 - an erasure request for a subject already erased (nothing collected since) is answered with
   ``RequestRejected`` reason ``subject_erased``: nothing was sent downstream, so there is
   nothing for consumers to acknowledge;
@@ -56,7 +65,17 @@ from typing import Any, NamedTuple
 
 from processors.envelope import keys_of
 from processors.policy import DAY_MS, Policy, Purpose, add_months, month_table
-from processors.state import ConsentEntry, ConsentSnapshot, Erasure, Event, RecordValue, Request, State, StoppedEntry
+from processors.state import (
+    ConsentEntry,
+    ConsentSnapshot,
+    Erasure,
+    Event,
+    OptOut,
+    RecordValue,
+    Request,
+    State,
+    StoppedEntry,
+)
 from schemas import DECISION_EVENTS
 
 SOURCE = "lifecycle"
@@ -147,6 +166,13 @@ def new_state(subject_id: str) -> State:
         "consent_history": {},  # purpose -> [entries as in the snapshot], oldest first
         "relationships": {},  # relationship_id -> {kind, started_at, ended_at}
         "holds": {},  # hold_id -> {at, reason, event_id, records, categories}: see _hold_of
+        # request_id -> {purpose, reason, at, keep}: the purposes a restriction or an objection
+        # stopped; the snapshot's ``stopped`` shows them with the opt-outs (_stopped)
+        "stops": {},
+        # channel or "*" -> {at, reason, request_id}: the latest opt-out of direct marketing
+        # (unsubscribe, objection, erasure). No personal value, and kept through an erasure, so
+        # the next import cannot re-subscribe the person (_opt_out)
+        "optouts": {},
         "requests": {},  # request_id -> request state (see _on_request)
         "verifications": {},  # request_id -> {at, method, event_id}
         "keys": {},  # data key id -> 1: keys of this subject's events not destroyed yet
@@ -380,6 +406,8 @@ def _on_collected(state: State, ev: Event, policy: Policy) -> list[Output]:
         reason = "category_not_allowed"
     elif basis not in p.legal_bases:
         reason = "legal_basis_mismatch"
+    elif p.direct_marketing and state["optouts"] and _opt_out(state, p, snap["purposes"] if snap else None) is not None:
+        reason = "opted_out"
     elif snap is not None and purpose in snap["stopped"]:
         reason = "purpose_stopped"
     elif basis == "consent":
@@ -495,27 +523,106 @@ def _arrived_late(state: State, ev: Event, rec: RecordValue, erasure: Erasure, p
     return [_rc(state["subject_id"], rid, rec)]
 
 
-def _set_consent(
-    state: State, ev: Event, updates: Mapping[str, tuple[str, str | None]], stopped: dict[str, StoppedEntry] | None = None
-) -> ConsentChange:
-    """Record consent entries {purpose: (status, legal_basis)} from one event, with history."""
-    at = ev["occurred_at"]
-    eid = ev["event_id"]
-    source = ev["source"]
+def _newer(entry: ConsentEntry, current: ConsentEntry | None) -> bool:
+    """Whether ``entry`` supersedes ``current``: the later ``occurred_at`` wins, whatever the
+    order events arrive in (a CRM sync replaying last month's consent must not undo today's
+    withdrawal); at the same instant the withdrawal wins, being the protective reading."""
+    if current is None or entry["at"] > current["at"]:
+        return True
+    return entry["at"] == current["at"] and entry["status"] != "granted" and current["status"] == "granted"
+
+
+def _entry(status: str, p: Purpose, at: int, event_id: str, source: str) -> ConsentEntry:
+    return {
+        "status": status,
+        "legal_basis": p.consent_basis,
+        "at": at,
+        "event_id": event_id,
+        "source": source,
+        "meaning": p.meaning,
+    }
+
+
+def _remember(state: State, purpose: str, entry: ConsentEntry) -> None:
+    """Every word the subject said on a purpose goes into the history, in arrival order, even one
+    a later word already superseded: the history is what they said, the snapshot what holds."""
+    trail = state["consent_history"].get(purpose)
+    if trail is None:
+        state["consent_history"][purpose] = [entry]
+    else:
+        trail.append(entry)  # the same (never mutated) dict as the snapshot's entry
+
+
+def _opt_out(state: State, p: Purpose, purposes: Mapping[str, ConsentEntry] | None) -> OptOut | None:
+    """The opt-out that stops a direct-marketing purpose, given the consent entries
+    ``purposes``, or None.
+
+    The latest opt-out of the purpose's channel or of all direct marketing (``*``: an objection,
+    an erasure) stops it, unless the subject consented to this very purpose after it: their
+    newest word wins, and only a word about this purpose lifts an opt-out from all of them.
+    """
+    optouts = state["optouts"]
+    o = optouts.get(p.channel or "")
+    every = optouts.get("*")
+    if every is not None and (o is None or every["at"] > o["at"]):
+        o = every
+    if o is None:
+        return None
+    entry = purposes.get(p.name) if purposes else None
+    if entry is not None and entry["status"] == "granted" and entry["at"] > o["at"]:
+        return None
+    return o
+
+
+def _stop_of(state: State, p: Purpose, purposes: Mapping[str, ConsentEntry] | None) -> StoppedEntry | None:
+    """Why ``p`` must not be processed, as the snapshot says it, or None: the latest restriction
+    or objection of it, else the opt-out that stops it (``_opt_out``), read with the consent
+    entries ``purposes`` about to be published."""
+    found: tuple[int, str] | None = None
+    for rid, stop in state["stops"].items():
+        if stop["purpose"] == p.name and (found is None or (stop["at"], rid) > found):
+            found = (stop["at"], rid)
+    if found is not None:
+        stop = state["stops"][found[1]]
+        return {"reason": stop["reason"], "at": stop["at"], "request_id": found[1]}
+    if p.direct_marketing and state["optouts"]:
+        o = _opt_out(state, p, purposes)
+        if o is not None:
+            return {"reason": o["reason"], "at": o["at"], "request_id": o["request_id"]}
+    return None
+
+
+def _stopped(state: State, purposes: Mapping[str, ConsentEntry], policy: Policy) -> dict[str, StoppedEntry]:
+    """What the snapshot says must not be processed (``_stop_of`` of every purpose)."""
+    stops = state["stops"]
+    optouts = state["optouts"]
+    if not stops and not optouts:
+        return {}
+    names = {stop["purpose"] for stop in stops.values()}
+    if optouts:
+        names.update(policy.direct_marketing)
+    stopped: dict[str, StoppedEntry] = {}
+    for name in sorted(names):
+        p = policy.purposes.get(name)
+        stop = _stop_of(state, p, purposes) if p is not None else None
+        if stop is not None:
+            stopped[name] = stop
+    return stopped
+
+
+def _publish(state: State, purposes: dict[str, ConsentEntry], at: int, cause: str, policy: Policy) -> list[Output]:
+    """A new consent snapshot, and the ``restricted`` flags of the records whose purpose it
+    stops or releases. Nothing when neither the entries nor the stops changed (a stale word)."""
     snap = state["consent"]
-    purposes = dict(snap["purposes"]) if snap is not None else {}
-    history = state["consent_history"]
-    for purpose, (status, basis) in updates.items():
-        entry: ConsentEntry = {"status": status, "legal_basis": basis, "at": at, "event_id": eid, "source": source}
-        purposes[purpose] = entry
-        trail = history.get(purpose)
-        if trail is None:
-            history[purpose] = [entry]
-        else:
-            trail.append(entry)  # the same (never mutated) dict as the snapshot's entry
-    if stopped is None:
-        stopped = snap["stopped"] if snap is not None else {}
-    return _set_snapshot(state, purposes, stopped, at, eid)
+    before = snap["stopped"] if snap is not None else {}
+    stopped = _stopped(state, purposes, policy) if state["stops"] or state["optouts"] else {}
+    if snap is not None and purposes == snap["purposes"] and stopped == before:
+        return []
+    state["status"] = "active"
+    out: list[Output] = [_set_snapshot(state, purposes, stopped, at, cause)]
+    for purpose in sorted(before.keys() ^ stopped.keys()):
+        out.extend(_restrict_purpose(state, purpose, at, cause))
+    return out
 
 
 def _restrict_purpose(state: State, purpose: str, at: int, cause: str) -> list[Output]:
@@ -535,73 +642,107 @@ def _restrict_purpose(state: State, purpose: str, at: int, cause: str) -> list[O
     return out
 
 
-def _consent_basis(p: Purpose) -> str:
-    """The basis a consent entry records: consent, where the purpose may rest on it; else the
-    purpose's own first basis (a consent to what a contract requires changes nothing)."""
-    return "consent" if "consent" in p.legal_bases else p.legal_bases[0]
-
-
 def _on_consent(state: State, ev: Event, policy: Policy) -> list[Output]:
+    """A consent given or withdrawn: the later ``occurred_at`` wins (``_newer``).
+
+    A consent stated before an erasure ran and delivered after it is covered by the erasure
+    like any data (``covered_by_erasure``): a CRM import must not re-subscribe the person. A
+    consent newer than an objection to its purpose lifts that objection, being the subject's
+    newest word; it never lifts a restriction, which only ``RestrictionLifted`` ends.
+    """
     purpose = ev["purpose"]
     p = policy.purposes.get(purpose)
+    at = ev["occurred_at"]
+    eid = ev["event_id"]
     if p is None or p.forbidden is not None:
         reason = "unknown_purpose" if p is None else "forbidden_purpose"
-        return [_reject(state, ev["event_id"], purpose, ev["occurred_at"], reason)]
-    state["status"] = "active"
+        return [_reject(state, eid, purpose, at, reason)]
+    granted = ev["type"] == "ConsentGiven"
+    if granted and state["erasures"]:
+        covering = _covering_erasure(state, at)
+        if covering is not None:
+            return [_reject(state, eid, purpose, at, "covered_by_erasure", request_id=covering["request_id"])]
+    entry = _entry("granted" if granted else "withdrawn", p, at, eid, ev["source"])
+    _remember(state, purpose, entry)
     snap = state["consent"]
-    if snap is not None and purpose not in snap["stopped"]:
-        # the hot path (a subject who consented before), written out inline
-        at = ev["occurred_at"]
-        eid = ev["event_id"]
-        entry: ConsentEntry = {
-            "status": "withdrawn" if ev["type"] == "ConsentWithdrawn" else "granted",
-            "legal_basis": _consent_basis(p),
-            "at": at,
-            "event_id": eid,
-            "source": ev["source"],
-        }
-        purposes = dict(snap["purposes"])
-        purposes[purpose] = entry
-        trail = state["consent_history"].get(purpose)
-        if trail is None:
-            state["consent_history"][purpose] = [entry]
-        else:
-            trail.append(entry)
-        sid = state["subject_id"]
-        snap = state["consent"] = {
-            "subject_id": sid,
-            "purposes": purposes,
-            "stopped": snap["stopped"],
-            "updated_at": at,
-            "caused_by": eid,
-        }
-        return [_new(ConsentChange, (sid, snap))]
-    if ev["type"] == "ConsentWithdrawn":
-        return [_set_consent(state, ev, {purpose: ("withdrawn", _consent_basis(p))})]
+    if not _newer(entry, snap["purposes"].get(purpose) if snap is not None else None):
+        return []  # an older word, superseded already: in the history, nothing else changes
+    stops = state["stops"]
+    if granted and stops and "consent" in p.legal_bases:
+        for rid in [r for r, stop in stops.items() if stop["purpose"] == purpose and stop["reason"] == "objection"]:
+            if stops[rid]["at"] < at:
+                del stops[rid]
     if snap is None:
-        return [_set_consent(state, ev, {purpose: ("granted", _consent_basis(p))})]
-    stopped = dict(snap["stopped"])
-    del stopped[purpose]
-    out: list[Output] = [_set_consent(state, ev, {purpose: ("granted", _consent_basis(p))}, stopped)]
-    out.extend(_restrict_purpose(state, purpose, ev["occurred_at"], ev["event_id"]))
+        return _publish(state, {purpose: entry}, at, eid, policy)
+    # the hot path: a subject who said something before. A word on one purpose can change what
+    # stops that purpose only, so only its entry of ``stopped`` is looked at again
+    purposes = dict(snap["purposes"])
+    purposes[purpose] = entry
+    before = snap["stopped"]
+    stopped = before
+    if stops or state["optouts"] or before:
+        stop = _stop_of(state, p, purposes)
+        if stop != before.get(purpose):
+            stopped = dict(before)
+            if stop is None:
+                del stopped[purpose]
+            else:
+                stopped[purpose] = stop
+    sid = state["subject_id"]
+    state["status"] = "active"
+    snap = state["consent"] = {"subject_id": sid, "purposes": purposes, "stopped": stopped, "updated_at": at, "caused_by": eid}
+    out: list[Output] = [_new(ConsentChange, (sid, snap))]
+    if (purpose in before) != (purpose in stopped):
+        out.extend(_restrict_purpose(state, purpose, at, eid))
     return out
 
 
-def _on_unsubscribed(state: State, ev: Event, policy: Policy) -> list[Output]:
-    channel = ev["channel"]
-    purposes = policy.channels.get(channel)
-    if not purposes:
-        return [_reject(state, ev["event_id"], channel, ev["occurred_at"], "unknown_channel")]
-    snap = state["consent"]
-    if snap is None:
+def _opt_out_everywhere(
+    state: State,
+    at: int,
+    cause: str,
+    source: str,
+    channel: str | None,
+    reason: str,
+    request_id: str,
+    policy: Policy,
+) -> list[Output]:
+    """Record an opt-out of direct marketing on ``channel`` (None: on every channel, as an
+    objection is) and publish what it stops.
+
+    Recorded whether or not the subject ever consented, so an older consent arriving later
+    cannot grant what the opt-out refused; the consent purposes it covers get a withdrawn entry
+    unless the subject consented after it. The opt-out itself is a channel and a time, never a
+    personal value, and survives an erasure (``_erase``); one older than an erasure changes only
+    that suppression, since the erasure already took everything it could stop.
+    """
+    key = "*" if channel is None else channel
+    o = state["optouts"].get(key)
+    if o is None or at > o["at"]:
+        state["optouts"][key] = {"at": at, "reason": reason, "request_id": request_id}
+    if state["erasures"] and _covering_erasure(state, at) is not None:
         return []
-    current = snap["purposes"]
-    updates = {
-        purpose: ("withdrawn", _consent_basis(policy.purposes[purpose]))
-        for purpose in purposes
-        if purpose in current and current[purpose]["status"] == "granted"
-    }
-    return [_set_consent(state, ev, updates)] if updates else []
+    snap = state["consent"]
+    purposes = dict(snap["purposes"]) if snap is not None else {}
+    names = policy.direct_marketing if channel is None else policy.channels.get(channel, ())
+    for name in names:
+        p = policy.purposes[name]
+        if "consent" not in p.legal_bases:
+            continue
+        entry = _entry("withdrawn", p, at, cause, source)
+        if _newer(entry, purposes.get(name)):
+            _remember(state, name, entry)
+            purposes[name] = entry
+    return _publish(state, purposes, at, cause, policy)
+
+
+def _on_unsubscribed(state: State, ev: Event, policy: Policy) -> list[Output]:
+    """An unsubscribe stops every direct-marketing purpose of its channel, whatever its legal
+    basis: a legitimate-interest sales email is marketing email all the same."""
+    channel = ev["channel"]
+    if not policy.channels.get(channel):
+        return [_reject(state, ev["event_id"], channel, ev["occurred_at"], "unknown_channel")]
+    return _opt_out_everywhere(state, ev["occurred_at"], ev["event_id"], ev["source"], channel, "unsubscribe", "", policy)
 
 
 def _on_relationship_started(state: State, ev: Event, policy: Policy) -> list[Output]:
@@ -717,9 +858,19 @@ def _on_request(state: State, ev: Event, policy: Policy) -> list[Output]:
     if rtype in ("restriction", "objection") and ev["purpose"] not in policy.purposes:
         _close(req, "rejected", at, "unknown_purpose")
         return [_reject(state, eid, rid, at, "unknown_purpose", request_id=rid)]
-    if rid in state["verifications"]:
+    if rid in state["verifications"] or not _needs_verification(req, policy):
         return _fulfil(state, rid, at, eid, policy)
     return []
+
+
+def _needs_verification(req: Request, policy: Policy) -> bool:
+    """Whether a request waits for the subject's identity to be verified. A restriction of, or an
+    objection to, direct marketing does not: it only ever stops processing, so anyone who can
+    write it may, and the marketing stops at once instead of in a month."""
+    if req["type"] not in ("restriction", "objection"):
+        return True
+    p = policy.purposes.get(req.get("purpose", ""))
+    return not (p is not None and p.direct_marketing)
 
 
 def _on_extended(state: State, ev: Event, policy: Policy) -> list[Output]:
@@ -860,12 +1011,14 @@ def _fulfil(state: State, rid: str, at: int, cause: str, policy: Policy, emit: b
         return [_replace(state, held, at, cause, fields=merged), *_fulfilled(state, rid, req, at, cause, emit)]
     # restriction / objection: stop the purpose downstream
     purpose = req["purpose"]
+    p = policy.purposes.get(purpose)
+    if rtype == "objection" and p is not None and p.direct_marketing:
+        # art. 21(3): an objection to direct marketing is absolute and covers all of it
+        out = _opt_out_everywhere(state, at, cause, SOURCE, None, "objection", rid, policy)
+        return out + _fulfilled(state, rid, req, at, cause, emit)
+    state["stops"][rid] = {"purpose": purpose, "reason": rtype, "at": at}
     snap = state["consent"]
-    stopped = dict(snap["stopped"]) if snap is not None else {}
-    stopped[purpose] = {"reason": rtype, "at": at, "request_id": rid}
-    purposes = snap["purposes"] if snap is not None else {}
-    out: list[Output] = [_set_snapshot(state, purposes, stopped, at, cause)]
-    out.extend(_restrict_purpose(state, purpose, at, cause))
+    out = _publish(state, dict(snap["purposes"]) if snap is not None else {}, at, cause, policy)
     return out + _fulfilled(state, rid, req, at, cause, emit)
 
 
@@ -895,6 +1048,12 @@ def _erase(
         state["consent"] = None
         out.append(_cc(state["subject_id"], None))
     state["consent_history"] = {}
+    state["stops"] = {}
+    # the suppression that survives: the erasure stops all direct marketing until the subject
+    # consents to a purpose again, after it (a re-import must not re-subscribe them)
+    every = state["optouts"].get("*")
+    if every is None or at >= every["at"]:
+        state["optouts"]["*"] = {"at": at, "reason": "erasure", "request_id": rid}
     erased_set = set(erased)
     for other in state["requests"].values():
         if other.get("record_id") in erased_set:

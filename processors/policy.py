@@ -176,6 +176,9 @@ class Purpose:
     meaning: str = ""
     """A digest of what the purpose means (use, bases, categories, channel, description): a
     consent records the meaning it was given to, and must be renewed once it changes."""
+    consent_basis: str = ""
+    """The basis a consent entry for it records: consent, where it may rest on it; else its own
+    first basis (a consent to what a contract requires changes nothing)."""
 
     @property
     def consent_only(self) -> bool:
@@ -474,7 +477,8 @@ def _purpose(pr: _Reader, name: str, uses: frozenset[str], forbidden_uses: list[
     meaning = _meaning(
         {"data_use": use, "legal_bases": bases, "categories": cats, "channel": channel, "description": description}
     )
-    return Purpose(name, use, bases, cats, dm, channel, obligation, None, description, meaning)
+    consent_basis = "consent" if "consent" in bases else bases[0]
+    return Purpose(name, use, bases, cats, dm, channel, obligation, None, description, meaning, consent_basis)
 
 
 def _consumer(c: _Reader, name: str, purposes: Mapping[str, Purpose]) -> Consumer:

@@ -40,6 +40,7 @@ class ConsentEntry(TypedDict):
     at: int
     event_id: str
     source: str
+    meaning: NotRequired[str]  # the purpose's meaning it was said to (Purpose.meaning)
 
 
 class StoppedEntry(TypedDict):
@@ -47,6 +48,23 @@ class StoppedEntry(TypedDict):
 
     reason: str  # restriction | objection
     at: int
+    request_id: str
+
+
+class Stop(TypedDict):
+    """A purpose a restriction or an objection stopped, by request (state only)."""
+
+    purpose: str
+    reason: str  # restriction | objection
+    at: int
+    keep: NotRequired[bool]  # restriction for a legal claim: its records outlive their deadline
+
+
+class OptOut(TypedDict):
+    """The latest opt-out of direct marketing on a channel, or on all ("*"); no personal value."""
+
+    at: int
+    reason: str  # unsubscribe | objection | erasure
     request_id: str
 
 
@@ -136,6 +154,8 @@ class State(TypedDict):
     consent_history: dict[str, list[ConsentEntry]]  # purpose -> entries, oldest first
     relationships: dict[str, Relationship]
     holds: dict[str, Hold]
+    stops: dict[str, Stop]  # request_id -> the purpose it stopped
+    optouts: dict[str, OptOut]  # channel or "*" -> the latest opt-out; survives erasure
     requests: dict[str, Request]
     verifications: dict[str, Verification]
     keys: dict[str, int]  # data key id -> 1: keys of this subject's events not destroyed yet
@@ -148,10 +168,12 @@ __all__ = [
     "Event",
     "Extension",
     "Hold",
+    "OptOut",
     "RecordValue",
     "Relationship",
     "Request",
     "State",
+    "Stop",
     "StoppedEntry",
     "Verification",
 ]

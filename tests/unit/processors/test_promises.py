@@ -18,9 +18,15 @@ keeps; where a rule is about order, a property test folds every arrival order.
 
 from __future__ import annotations
 
+import copy
+import random
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support.fold import DAY, T0, Subject, decisions, only, tombstoned, upserted
 
+from processors.fold import apply
 from processors.policy import Policy, add_months
 from streams.settings import load_policy
 
@@ -165,3 +171,153 @@ def test_promise_retention_a_legal_hold_keeps_only_the_records_it_names(policy: 
     assert executed["retained"] == {"r-ask": "legal_hold:h-dispute", "r-inv-1": "legal_obligation"}
     outs = s.send("LegalHoldReleased", T0 + 401 * DAY, hold_id="h-dispute", reason="settled")
     assert tombstoned(outs) == ["r-ask"] and "r-inv-1" in s.records
+
+
+# ======================================================================================
+# direct marketing is one thing
+# ======================================================================================
+
+
+def email_marketing_subject(policy: Policy) -> Subject:
+    s = Subject(policy)
+    s.consent(T0, "newsletter")
+    s.consent(T0, "marketing_email")
+    s.collect(T0, "r-news", purpose="newsletter")
+    s.collect(T0, "r-sales", purpose="crm")  # legitimate interest: no consent was ever asked
+    s.collect(T0, "r-ask", purpose="inquiry")
+    return s
+
+
+def test_promise_direct_marketing_an_objection_to_one_purpose_stops_all_of_it_at_once(policy: Policy) -> None:
+    s = email_marketing_subject(policy)
+    outs = s.request("ObjectionRaised", T0 + DAY, purpose="marketing_email", verify=False)  # art. 21(3)
+    assert only(outs, "RequestFulfilled")["occurred_at"] == T0 + DAY  # no identity check, no month's wait
+    assert set(s.state["consent"]["stopped"]) == {"marketing_email", "newsletter", "crm"}
+    assert s.records["r-news"]["restricted"] and s.records["r-sales"]["restricted"]
+    assert not s.records["r-ask"]["restricted"]  # answering their question is no marketing
+    refusal(s.collect(T0 + 2 * DAY, "r-sales-2", purpose="crm"), "opted_out")
+    refusal(s.collect(T0 + 2 * DAY, "r-news-2", purpose="newsletter"), "opted_out")
+
+
+def test_promise_direct_marketing_an_unsubscribe_stops_legitimate_interest_sales_email(policy: Policy) -> None:
+    s = email_marketing_subject(policy)
+    s.send("Unsubscribed", T0 + DAY, channel="email")
+    assert s.records["r-sales"]["restricted"] is True
+    refusal(s.collect(T0 + 2 * DAY, "r-sales-2", purpose="crm"), "opted_out")
+    assert upserted(s.collect(T0 + 2 * DAY, "r-ask-2", purpose="inquiry"))
+
+
+def test_promise_direct_marketing_an_opt_out_before_any_consent_is_recorded(policy: Policy) -> None:
+    s = Subject(policy)
+    s.send("Unsubscribed", T0 + DAY, channel="email")  # the mailer's unsubscribe, first to arrive
+    assert s.state["consent"]["purposes"]["newsletter"]["status"] == "withdrawn"
+    assert s.consent(T0, "newsletter") == []  # the older consent, arriving later, grants nothing
+    refusal(s.collect(T0 + 2 * DAY, "r-1", purpose="newsletter"), "opted_out")
+    s.consent(T0 + 3 * DAY, "newsletter")  # a new consent, after the opt-out: their newest word
+    assert upserted(s.collect(T0 + 3 * DAY, "r-1", purpose="newsletter"))
+    refusal(s.collect(T0 + 3 * DAY, "r-2", purpose="marketing_email"), "opted_out")  # no word on that one
+
+
+def test_promise_direct_marketing_a_stale_crm_sync_cannot_lift_a_newer_withdrawal(policy: Policy) -> None:
+    s = Subject(policy)
+    s.consent(T0, "newsletter")
+    s.send("ConsentWithdrawn", T0 + 2 * DAY, purpose="newsletter")
+    assert s.consent(T0 + DAY, "newsletter") == []  # yesterday's CRM export, synced today
+    assert s.state["consent"]["purposes"]["newsletter"]["status"] == "withdrawn"
+    assert [e["status"] for e in s.state["consent_history"]["newsletter"]] == ["granted", "withdrawn", "granted"]
+    refusal(s.collect(T0 + 3 * DAY, "r-1", purpose="newsletter"), "no_consent")
+
+
+def test_promise_direct_marketing_an_erasure_leaves_a_suppression_that_holds(policy: Policy) -> None:
+    import orjson
+
+    s = email_marketing_subject(policy)
+    s.send("Unsubscribed", T0 + DAY, channel="email")
+    s.request("ErasureRequested", T0 + 2 * DAY)
+    erased_at = s.state["erasures"][0]["at"]
+    text = orjson.dumps(s.state).decode()
+    assert "ada@example.org" not in text and "Ada" not in text
+    assert s.state["optouts"] == {
+        "email": {"at": T0 + DAY, "reason": "unsubscribe", "request_id": ""},
+        "*": {"at": erased_at, "reason": "erasure", "request_id": "q-1"},
+    }  # a channel and a time: nothing to identify the person by
+    # the next CRM import: last month's consent, and the contact again
+    refusal(s.consent(T0, "newsletter"), "covered_by_erasure")
+    refusal(s.collect(erased_at + DAY, "r-sales", purpose="crm"), "opted_out")
+    refusal(s.collect(erased_at + DAY, "r-news", purpose="newsletter"), "opted_out")
+    assert upserted(s.collect(erased_at + DAY, "r-ask", purpose="inquiry"))  # not marketing: a new life
+    # only a fresh consent, after the erasure, brings its purpose back
+    s.consent(erased_at + 2 * DAY, "newsletter")
+    assert upserted(s.collect(erased_at + 2 * DAY, "r-news", purpose="newsletter"))
+    refusal(s.collect(erased_at + 2 * DAY, "r-sales", purpose="crm"), "opted_out")
+
+
+def test_promise_direct_marketing_a_restriction_of_marketing_needs_no_verification(policy: Policy) -> None:
+    s = email_marketing_subject(policy)
+    outs = s.request("RestrictionRequested", T0 + DAY, purpose="newsletter", verify=False)
+    assert only(outs, "RequestFulfilled")["request_type"] == "restriction"
+    assert set(s.state["consent"]["stopped"]) == {"newsletter"} and s.records["r-news"]["restricted"]
+    # an erasure still waits for the subject's identity: it destroys data
+    assert decisions(s.request("ErasureRequested", T0 + 2 * DAY, "q-2", verify=False)) == []
+
+
+DM_WORDS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                ("ConsentGiven", "newsletter"),
+                ("ConsentGiven", "marketing_email"),
+                ("ConsentGiven", "crm"),
+                ("ConsentWithdrawn", "newsletter"),
+                ("ConsentWithdrawn", "marketing_email"),
+                ("Unsubscribed", "email"),
+                ("ObjectionRaised", "crm"),
+            ]
+        ),
+        st.integers(min_value=0, max_value=6),  # days after T0; equal days happen, and must not matter
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+def _dm_event(n: int, word: tuple[str, str], day: int) -> dict:
+    typ, what = word
+    base = {"type": typ, "event_id": f"w-{n}", "subject_id": "s-1", "occurred_at": T0 + day * DAY, "source": "crm"}
+    if typ == "Unsubscribed":
+        return {**base, "channel": what}
+    if typ == "ObjectionRaised":
+        return {**base, "request_id": f"q-{n}", "purpose": what}
+    return {**base, "purpose": what}
+
+
+def _verdicts(policy: Policy, events: list[dict]) -> dict[str, object]:
+    s = Subject(policy)
+    for e in events:
+        s.apply(e)
+    snap = s.state["consent"]
+    statuses = {p: e["status"] for p, e in (snap["purposes"] if snap else {}).items()}
+    allowed = {}
+    for purpose in policy.direct_marketing:
+        trial = copy.deepcopy(s.state)
+        _, outs = apply(trial, {"type": "DataCollected", "event_id": f"try-{purpose}", "subject_id": "s-1",
+                                "occurred_at": T0 + 30 * DAY, "source": "crm", "record_id": f"r-{purpose}",
+                                "category": "contact", "purpose": purpose,
+                                "legal_basis": policy.purposes[purpose].legal_bases[0], "fields": {"email": "x"}}, 0, policy)  # fmt: skip
+        allowed[purpose] = not decisions(outs)
+    return {"statuses": statuses, "stopped": sorted(snap["stopped"]) if snap else [], "allowed": allowed}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(DM_WORDS, st.randoms(use_true_random=False))
+def test_promise_direct_marketing_the_latest_word_wins_whatever_the_arrival_order(
+    policy: Policy, words: list, rng: random.Random
+) -> None:
+    """Consents, withdrawals, unsubscribes and objections about direct marketing, folded in the
+    order they happened and in any other order, leave the same consent and the same answer to
+    the next collection for each marketing purpose."""
+    events = [_dm_event(n, word, day) for n, (word, day) in enumerate(words)]
+    in_time = sorted(events, key=lambda e: (e["occurred_at"], e["event_id"]))
+    shuffled = events[:]
+    rng.shuffle(shuffled)
+    assert _verdicts(policy, shuffled) == _verdicts(policy, in_time)
