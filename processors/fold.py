@@ -439,6 +439,9 @@ def _on_collected(state: State, ev: Event, policy: Policy) -> list[Output]:
         "restricted": False,
         "updated_at": at,
         "caused_by": ev["event_id"],
+        "source": ev["source"],
+        "origin": ev.get("origin", ""),
+        "policy": policy.version,
     }
     if state["relationships"]:
         rec["retention_deadline"] = _deadline(state, rec, policy)
@@ -1228,7 +1231,7 @@ def apply(state: State, event: Event, now: int, policy: Policy) -> tuple[State, 
     typ = event["type"]
     if typ == "Tick":
         after = event.get("after")
-        return state, _tick(state, now, policy, TIMER if after is None else f"{TIMER}@{after}")
+        return state, _stamped(_tick(state, now, policy, TIMER if after is None else f"{TIMER}@{after}"), policy)
     eid = event["event_id"]
     seen = state["seen"]
     if eid in seen:
@@ -1237,7 +1240,16 @@ def apply(state: State, event: Event, now: int, policy: Policy) -> tuple[State, 
     handler = _HANDLERS.get(typ)
     if handler is None:
         return state, []
-    return state, handler(state, event, policy)
+    return state, _stamped(handler(state, event, policy), policy)
+
+
+def _stamped(out: list[Output], policy: Policy) -> list[Output]:
+    """Every decision names the policy version it was taken under, so that an auditor replays
+    it with that policy, and a privacy officer can tell which edition a deletion followed."""
+    for o in out:
+        if type(o) is Decision:
+            o.event["policy"] = policy.version
+    return out
 
 
 def seen(state: State, event_id: str) -> bool:

@@ -30,6 +30,9 @@ class RecordValue(TypedDict):
     restricted: bool
     updated_at: int
     caused_by: str
+    source: str  # the system that collected it, for the access export (art. 15(1)(g))
+    origin: str  # where third-party data came from, empty when the subject gave it (art. 14)
+    policy: str  # the version of the policy it was collected under (Policy.version)
 
 
 class ConsentEntry(TypedDict):

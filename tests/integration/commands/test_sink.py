@@ -48,6 +48,9 @@ def record(subject: str, rid: str, version: int = 1) -> dict[str, Any]:
         "restricted": False,
         "updated_at": T0 + version,
         "caused_by": f"ev-{subject}-{rid}-{version}",
+        "source": "web_form",
+        "origin": "",
+        "policy": "policy-1",
     }
 
 
@@ -62,6 +65,7 @@ def consent(subject: str) -> dict[str, Any]:
                 "at": T0,
                 "event_id": "c1",
                 "source": "web_form",
+                "meaning": "a1b2c3",
             }
         },
         "stopped": {},
@@ -309,7 +313,7 @@ def test_main_sink_command(
     assert main_sink(["sqlite", str(tmp_path / "other.db"), "--name", "crm", "--until-idle"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err == (
-        "error: consumer 'crm' is not registered in the policy (registered: crm-mirror, mailer, warehouse): "
+        "error: consumer 'crm' is not registered in the policy (registered: ats, crm-mirror, mailer, warehouse): "
         "pick one of them with --name, or register it under [consumers] in the policy file (LIFECYCLE_POLICY)\n"
     )
     assert acks(settings) and all(a["consumer"] == "crm-mirror" for a in acks(settings))  # it sent none

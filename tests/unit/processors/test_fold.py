@@ -335,6 +335,7 @@ def test_rule_erasure_waits_for_identity_verification(policy: Policy) -> None:
         "erased": ["r-1"],
         "retained": {},
         "keys_destroyed": [],  # plaintext fields here: no data key involved
+        "policy": policy.version,  # the edition it was decided under, for the auditor
     }
     assert d["caused_by"] == s.log[-1]["event_id"]  # the verification triggered it
 
