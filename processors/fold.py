@@ -106,18 +106,27 @@ _OPEN = "pending"
 
 
 class RecordChange(NamedTuple):
-    """Upsert (value) or tombstone (None) for ``lifecycle.records`` key ``subject_id/record_id``."""
+    """Upsert (value) or tombstone (None) for ``lifecycle.records`` key ``subject_id/record_id``.
+
+    ``consumers`` are the recipients: for an upsert the consumers that serve the record's
+    purpose, for a tombstone those that were sent the record (purpose limitation, art. 5(1)(b):
+    each consumer's feed carries only what it is there for)."""
 
     subject_id: str
     record_id: str
     value: RecordValue | None
+    consumers: tuple[str, ...]
 
 
 class ConsentChange(NamedTuple):
-    """Upsert (value) or tombstone (None) for ``lifecycle.consent`` key ``subject_id``."""
+    """Upsert (value) or tombstone (None) for ``lifecycle.consent`` key ``subject_id``.
+
+    ``consumers``: every consumer that serves a purpose the snapshot names, or was sent an
+    earlier snapshot of the subject (each gets the snapshot cut to its own purposes)."""
 
     subject_id: str
     value: ConsentSnapshot | None
+    consumers: tuple[str, ...]
 
 
 class Decision(NamedTuple):
@@ -135,12 +144,36 @@ Output = RecordChange | ConsentChange | Decision
 _new = tuple.__new__
 
 
-def _rc(subject_id: str, record_id: str, value: RecordValue | None) -> RecordChange:
-    return _new(RecordChange, (subject_id, record_id, value))
+def _sent_record(state: State, rec: RecordValue, policy: Policy) -> RecordChange:
+    """An upsert of ``rec`` to the consumers of its purpose, who are remembered as having it
+    (the ones its tombstone must reach and whose acknowledgement an erasure awaits)."""
+    rid = rec["record_id"]
+    consumers = policy.consumers_of.get(rec["purpose"], ())
+    sent = state["sent"]
+    had = sent.get(rid)
+    if had is None:
+        sent[rid] = list(consumers)
+    elif any(c not in had for c in consumers):  # a policy change added a recipient
+        sent[rid] = sorted({*had, *consumers})
+    return _new(RecordChange, (state["subject_id"], rid, rec, consumers))
 
 
-def _cc(subject_id: str, value: ConsentSnapshot | None) -> ConsentChange:
-    return _new(ConsentChange, (subject_id, value))
+def _sent_consent(state: State, snap: ConsentSnapshot, policy: Policy) -> ConsentChange:
+    """A snapshot to every consumer of a purpose it names, and to every earlier recipient."""
+    sent = state["sent"]
+    had = sent.get("")
+    consumers_of = policy.consumers_of
+    wanted: set[str] | None = None
+    for names in (snap["purposes"], snap["stopped"]):
+        for purpose in names:
+            for c in consumers_of.get(purpose, ()):
+                if had is None or c not in had:
+                    if wanted is None:
+                        wanted = set(had or ())
+                    wanted.add(c)
+    if wanted is not None:
+        had = sent[""] = sorted(wanted)
+    return _new(ConsentChange, (state["subject_id"], snap, tuple(had or ())))
 
 
 # --------------------------------------------------------------------------------------
@@ -176,6 +209,9 @@ def new_state(subject_id: str) -> State:
         "requests": {},  # request_id -> request state (see _on_request)
         "verifications": {},  # request_id -> {at, method, event_id}
         "keys": {},  # data key id -> 1: keys of this subject's events not destroyed yet
+        # record_id -> the consumers sent it ("": the consent snapshot): the recipients a
+        # tombstone goes to and whose acknowledgement an erasure awaits
+        "sent": {},
     }
 
 
@@ -212,7 +248,7 @@ def _reject(state: State, cause: str, disc: str, at: int, reason: str, request_i
 def _tombstone(state: State, record_id: str) -> RecordChange:
     del state["records"][record_id]
     state["retained"].pop(record_id, None)
-    return _rc(state["subject_id"], record_id, None)
+    return _new(RecordChange, (state["subject_id"], record_id, None, tuple(state["sent"].pop(record_id, ()))))
 
 
 def _shred(state: State) -> list[str]:
@@ -242,12 +278,13 @@ def _replace(state: State, rec: RecordValue, at: int, cause: str, **changes: Any
     new.update(changes)  # type: ignore[typeddict-item]  # the keyword names are RecordValue's
     new["updated_at"] = at
     new["caused_by"] = cause
-    state["records"][rec["record_id"]] = new
-    return _rc(state["subject_id"], rec["record_id"], new)
+    rid = rec["record_id"]
+    state["records"][rid] = new
+    return _new(RecordChange, (state["subject_id"], rid, new, tuple(state["sent"].get(rid, ()))))
 
 
 def _set_snapshot(
-    state: State, purposes: dict[str, ConsentEntry], stopped: dict[str, StoppedEntry], at: int, cause: str
+    state: State, purposes: dict[str, ConsentEntry], stopped: dict[str, StoppedEntry], at: int, cause: str, policy: Policy
 ) -> ConsentChange:
     snap: ConsentSnapshot = {
         "subject_id": state["subject_id"],
@@ -257,7 +294,7 @@ def _set_snapshot(
         "caused_by": cause,
     }
     state["consent"] = snap
-    return _cc(state["subject_id"], snap)
+    return _sent_consent(state, snap, policy)
 
 
 # --------------------------------------------------------------------------------------
@@ -464,7 +501,7 @@ def _on_collected(state: State, ev: Event, policy: Policy) -> list[Output]:
     if state["retained"]:
         state["retained"].pop(rid, None)  # a fresh collection is new data, not the retained copy
     state["status"] = "active"
-    return [_new(RecordChange, (sid, rid, rec))]
+    return [_sent_record(state, rec, policy)]
 
 
 def republished(state: State, ev: Event) -> RecordValue | None:
@@ -523,7 +560,7 @@ def _arrived_late(state: State, ev: Event, rec: RecordValue, erasure: Erasure, p
     rec["restricted"] = True
     state["records"][rid] = rec
     state["retained"][rid] = why
-    return [_rc(state["subject_id"], rid, rec)]
+    return [_sent_record(state, rec, policy)]
 
 
 def _newer(entry: ConsentEntry, current: ConsentEntry | None) -> bool:
@@ -622,7 +659,7 @@ def _publish(state: State, purposes: dict[str, ConsentEntry], at: int, cause: st
     if snap is not None and purposes == snap["purposes"] and stopped == before:
         return []
     state["status"] = "active"
-    out: list[Output] = [_set_snapshot(state, purposes, stopped, at, cause)]
+    out: list[Output] = [_set_snapshot(state, purposes, stopped, at, cause, policy)]
     for purpose in sorted(before.keys() ^ stopped.keys()):
         out.extend(_restrict_purpose(state, purpose, at, cause))
     return out
@@ -694,7 +731,7 @@ def _on_consent(state: State, ev: Event, policy: Policy) -> list[Output]:
     sid = state["subject_id"]
     state["status"] = "active"
     snap = state["consent"] = {"subject_id": sid, "purposes": purposes, "stopped": stopped, "updated_at": at, "caused_by": eid}
-    out: list[Output] = [_new(ConsentChange, (sid, snap))]
+    out: list[Output] = [_sent_consent(state, snap, policy)]
     if (purpose in before) != (purpose in stopped):
         out.extend(_restrict_purpose(state, purpose, at, eid))
     return out
@@ -1040,7 +1077,6 @@ def _erase(
     for rec_id in sorted(erased):
         if rec_id in records:
             out.append(_tombstone(state, rec_id))
-    tombstoned = bool(out) or state["consent"] is not None
     for rec_id in sorted(retained):
         rec = records.get(rec_id)
         if rec is None:
@@ -1049,7 +1085,7 @@ def _erase(
         out.append(_replace(state, rec, at, cause, restricted=True))
     if state["consent"] is not None:
         state["consent"] = None
-        out.append(_cc(state["subject_id"], None))
+        out.append(_new(ConsentChange, (state["subject_id"], None, tuple(state["sent"].pop("", ())))))
     state["consent_history"] = {}
     state["stops"] = {}
     # the suppression that survives: the erasure stops all direct marketing until the subject
@@ -1069,9 +1105,14 @@ def _erase(
     _close(req, "executed", at, None)
     req["erased"] = sorted(erased)
     req["retained"] = dict(sorted(retained.items()))
-    # who must acknowledge, fixed now: every consumer, when a deletion went downstream; nobody
-    # when nothing did (no record held, no consent), since there is nothing to acknowledge
-    req["consumers"] = list(policy.consumer_names) if tombstoned else []
+    # who must acknowledge, fixed now: the consumers the deletions went to (those that were sent
+    # the subject's data); nobody when nothing went downstream, as there is nothing to delete
+    recipients: set[str] = set()
+    for o in out:
+        if o.value is None:  # type: ignore[union-attr]  # only changes so far, no decision
+            recipients.update(o.consumers)  # type: ignore[union-attr]
+    req["consumers"] = sorted(recipients)
+    tombstoned = bool(recipients)
     req["acks"] = {}  # consumer -> at
     req["record_acks"] = {}  # consumer -> [record_id] acknowledged one by one
     req["missed_consumers"] = []
@@ -1250,6 +1291,31 @@ def _stamped(out: list[Output], policy: Policy) -> list[Output]:
         if type(o) is Decision:
             o.event["policy"] = policy.version
     return out
+
+
+def upgrade(state: dict[str, Any], policy: Policy) -> State:
+    """A state as persisted, completed IN PLACE with what this fold keeps if an older worker
+    wrote it.
+
+    The older pipeline sent every record and snapshot to every consumer on one feed, so each
+    consumer counts as having the subject's data (an erasure awaits all of them, never fewer);
+    the purposes its snapshot shows stopped become the stops they were. A current state is
+    returned untouched, at the cost of one lookup."""
+    if "sent" not in state:
+        snap = state["consent"]
+        if "stops" not in state:
+            state["stops"] = {
+                entry["request_id"]: {"purpose": purpose, "reason": entry["reason"], "at": entry["at"]}
+                for purpose, entry in (snap["stopped"] if snap is not None else {}).items()
+                if entry.get("request_id")
+            }
+        state.setdefault("optouts", {})
+        every = list(policy.consumer_names)
+        sent = {rid: every.copy() for rid in state["records"]}
+        if snap is not None:
+            sent[""] = every
+        state["sent"] = sent
+    return state  # type: ignore[return-value]  # now complete: a State
 
 
 def seen(state: State, event_id: str) -> bool:

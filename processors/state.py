@@ -162,6 +162,7 @@ class State(TypedDict):
     requests: dict[str, Request]
     verifications: dict[str, Verification]
     keys: dict[str, int]  # data key id -> 1: keys of this subject's events not destroyed yet
+    sent: dict[str, list[str]]  # record_id ("" the consent) -> the consumers sent it
 
 
 __all__ = [

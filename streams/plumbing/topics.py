@@ -6,7 +6,8 @@ Why each setting:
 - ``ingest`` and ``acks`` stamp each message with the broker's clock (``LogAppendTime``), the
   time the guard holds an event's ``occurred_at`` against (``future_time``): a producer's own
   timestamp would let the producer's clock decide.
-- ``records``, ``consent`` and ``keys`` are compacted state. A tombstone only erases once the
+- ``records``, ``consent`` and ``keys`` are compacted state, and so is each consumer's own feed
+  (``records.<consumer>``, ``consent.<consumer>``: ``processors.messages.feed``). A tombstone only erases once the
   cleaner has rewritten the segment holding the old value, so segments roll every
   ``compaction_lag_ms`` and ``max.compaction.lag.ms`` forces the cleaner onto them; the
   tombstone itself is dropped after ``delete.retention.ms`` (long enough for a consumer that
@@ -17,10 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from processors.messages import CONSENT, RECORDS, feed
+from processors.policy import Policy
 from streams.plumbing.admin import cluster_admin, opened
-from streams.settings import Settings
+from streams.settings import Settings, load_policy
 
 NAMES = ("ingest", "events", "rejected", "records", "consent", "keys", "acks")
+
+
+def feeds(policy: Policy) -> tuple[str, ...]:
+    """Every consumer's own feeds, by short name: what it alone may read."""
+    return tuple(feed(topic, c) for c in policy.consumer_names for topic in (RECORDS, CONSENT))
 
 
 def configs(settings: Settings) -> dict[str, dict[str, str]]:
@@ -78,10 +86,13 @@ def partition_for(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def ensure_topics(settings: Settings, names: Iterable[str] = NAMES) -> list[str]:
-    """Create whichever of the topics is missing; returns the names created."""
+def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
+    """Create whichever of the topics is missing (by default DESIGN's and the feeds of every
+    consumer in the settings' policy); returns the names created."""
+    if names is None:
+        names = (*NAMES, *feeds(load_policy(settings.policy_file)))
     wanted = configs(settings)
-    return create_missing(settings, {settings.topic(n): wanted[n] for n in names})
+    return create_missing(settings, {settings.topic(n): wanted[n.split(".", 1)[0]] for n in names})
 
 
 def create_missing(settings: Settings, topics: dict[str, dict[str, str]]) -> list[str]:

@@ -41,7 +41,7 @@ import orjson
 from processors import fold as lifecycle
 from processors.chain import GENESIS
 from processors.guard import echoable, future_time, screen, wrong_key
-from processors.messages import EVENTS, RECORDS, to_messages
+from processors.messages import CONSENT, EVENTS, RECORDS, feed, to_messages
 from processors.policy import Policy
 from processors.shredding import SEALED_TYPES, KeyCache, Keyring, Keystore
 from processors.state import Event, State
@@ -103,6 +103,11 @@ class Worker:
         t = settings.topic
         self.t_ingest, self.t_events, self.t_rejected = t("ingest"), t("events"), t("rejected")
         self.t_records, self.t_consent, self.t_acks, self.t_keys = t("records"), t("consent"), t("acks"), t("keys")
+        # the topic of every output's short name: the complete feeds and each consumer's own
+        self.t_outputs = {RECORDS: self.t_records, CONSENT: self.t_consent}
+        for c in policy.consumer_names:
+            for short in (feed(RECORDS, c), feed(CONSENT, c)):
+                self.t_outputs[short] = t(short)
         self.t_changelog = changelog_topic(settings)
         self._failed: list[str] = []
         self.kafka: Clients = clients if clients is not None else KafkaClients(settings, self._delivered)
@@ -193,7 +198,7 @@ class Worker:
             # partition's first decision, which would wait for it
             self.chain_heads[p] = self._log_tail_decision(p)
             for key, raw in self.subjects.items(p):
-                due = lifecycle.next_deadline(orjson.loads(raw))
+                due = lifecycle.next_deadline(lifecycle.upgrade(orjson.loads(raw), self.policy))
                 if due is not None:
                     self.index.append(_index_entry(due, p, key))
             self.owned.add(p)
@@ -315,7 +320,7 @@ class Worker:
         state = states.get((p, key))
         if state is None:
             raw = self.subjects.get(p, key)
-            state = orjson.loads(raw) if raw else lifecycle.new_state(subject_id)
+            state = lifecycle.upgrade(orjson.loads(raw), self.policy) if raw else lifecycle.new_state(subject_id)
             states[(p, key)] = state
         return state
 
@@ -444,12 +449,15 @@ class Worker:
         """Send one fold step's messages (``processors.messages``): decisions held for the log
         in fold order, the rest at once; then destroy the keys the decisions name, once every
         record of the step was opened."""
-        messages, self.chain_heads[p] = to_messages(outputs, self._chain_head(p), lambda fields: self._open(p, fields))
+        messages, self.chain_heads[p] = to_messages(
+            outputs, self._chain_head(p), self.policy, lambda fields: self._open(p, fields)
+        )
+        topics = self.t_outputs
         for m in messages:
             if m.topic == EVENTS:
                 self._log.append((m.key, m.value, p))  # type: ignore[arg-type]  # a decision is never a tombstone
             else:
-                self._produce(self.t_records if m.topic == RECORDS else self.t_consent, m.key, m.value, headers=m.headers)
+                self._produce(topics[m.topic], m.key, m.value, headers=m.headers)
         for out in outputs:
             if not isinstance(out, lifecycle.Decision):
                 continue
@@ -488,7 +496,7 @@ class Worker:
             raw = self.subjects.get(p, key)
             if not raw:
                 return 404, orjson.dumps({"error": f"no state for subject {subject_id!r}", "reason": "never_seen"})
-            state = orjson.loads(raw)
+            state = lifecycle.upgrade(orjson.loads(raw), self.policy)
             if name == "consent":
                 body: Any = lifecycle.consent_view(state)
                 if body is None and state["status"] == "erased":
@@ -525,7 +533,7 @@ class Worker:
             raw = self.subjects.get(p, key)
             if not raw:
                 continue
-            state = orjson.loads(raw)
+            state = lifecycle.upgrade(orjson.loads(raw), self.policy)
             deadline = lifecycle.next_deadline(state)
             if deadline is None or deadline > now:
                 continue  # a stale index entry: the subject changed since

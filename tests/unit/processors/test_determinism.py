@@ -34,7 +34,7 @@ for event in build_history(6000, 300, seed=int(sys.argv[1])):
         event["fields"] = {k: envelope.build(key_id, hashlib.sha256(v.encode()).digest()) for k, v in event["fields"].items()}
     state = states.setdefault(event["subject_id"], fold.new_state(event["subject_id"]))
     _, outputs = fold.apply(state, event, event["occurred_at"], policy)
-    messages, head = to_messages(outputs, head)
+    messages, head = to_messages(outputs, head, policy)
     for m in messages:
         digest.update(m.topic.encode() + b"\0" + m.key + b"\0" + (m.value or b"-") + repr(m.headers).encode())
 for sid in sorted(states):

@@ -42,12 +42,14 @@ from support.fold import (
 
 from processors import envelope
 from processors.fold import (
+    ConsentChange,
     RecordChange,
     apply,
     consent_view,
     export,
     next_deadline,
     redelivered,
+    upgrade,
 )
 from processors.policy import Policy
 from streams.settings import load_policy
@@ -475,10 +477,11 @@ def test_rule_erasure_that_sent_nothing_downstream_completes_without_acknowledge
 def test_rule_erasure_export_names_the_consumers_still_awaited(policy: Policy) -> None:
     s = Subject(policy)
     s.collect(T0, "r-1")
+    s.consent(T0, "newsletter")  # the snapshot goes to the mailer, the inquiry to the CRM mirror
     s.request("ErasureRequested", T0 + DAY)
     s.ack(T0 + 2 * DAY, "mailer", request_id="q-1")
     (req,) = export(s.state)["requests"]
-    assert req["acknowledged_by"] == ["mailer"] and req["awaiting"] == ["ats", "crm-mirror", "warehouse"]
+    assert req["acknowledged_by"] == ["mailer"] and req["awaiting"] == ["crm-mirror"]
     s.ack_all(T0 + 3 * DAY)
     (req,) = export(s.state)["requests"]
     assert req["status"] == "completed" and req["awaiting"] == []
@@ -672,33 +675,58 @@ def test_rule_no_profiling_no_sale_collection_and_consent_refused(policy: Policy
 
 
 def erased_subject(policy: Policy) -> Subject:
+    """An erased subject whose data went to two consumers: an inquiry to the CRM mirror, a
+    newsletter address and its consent to the mailer (ats and warehouse got nothing)."""
     s = Subject(policy)
     s.collect(T0, "r-1")
-    s.collect(T0, "r-2")
+    s.consent(T0, "newsletter")
+    s.collect(T0, "r-2", purpose="newsletter", category="contact")
     s.request("ErasureRequested", T0 + DAY)
     return s
 
 
-def test_rule_processors_erasure_complete_only_when_every_registered_consumer_acknowledged(policy: Policy) -> None:
+RECIPIENTS = ["crm-mirror", "mailer"]
+
+
+def test_rule_processors_erasure_complete_only_when_every_recipient_acknowledged(policy: Policy) -> None:
     s = erased_subject(policy)
-    assert s.ack(T0 + 2 * DAY, "ats", request_id="q-1") == []
     assert s.ack(T0 + 2 * DAY, "crm-mirror", request_id="q-1") == []
-    assert s.ack(T0 + 2 * DAY, "mailer", request_id="q-1") == []
+    assert s.ack(T0 + 2 * DAY, "ats", request_id="q-1") == []  # never sent anything: not awaited
     assert s.ack(T0 + 2 * DAY, "someone-else", request_id="q-1") == []  # not registered
-    outs = s.ack(T0 + 3 * DAY, "warehouse", request_id="q-1")
+    outs = s.ack(T0 + 3 * DAY, "mailer", request_id="q-1")
     d = only(outs, "ErasureCompleted")
-    assert (d["request_id"], d["consumers"], d["occurred_at"]) == ("q-1", CONSUMERS, T0 + 3 * DAY)
-    assert s.ack(T0 + 4 * DAY, "warehouse", request_id="q-1") == []  # once
+    assert (d["request_id"], d["consumers"], d["occurred_at"]) == ("q-1", RECIPIENTS, T0 + 3 * DAY)
+    assert s.ack(T0 + 4 * DAY, "mailer", request_id="q-1") == []  # once
     assert s.tick(T0 + 100 * DAY) == []
+
+
+def test_promise_purpose_limitation_an_erasure_awaits_only_the_consumers_sent_the_data(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-1", purpose="recruitment", category="employment")
+    outs = s.request("ErasureRequested", T0 + DAY)
+    assert only(outs, "ErasureExecuted")["erased"] == ["r-1"]
+    (tomb,) = [o for o in outs if isinstance(o, RecordChange)]
+    assert tomb.value is None and tomb.consumers == ("ats",)  # the tombstone goes where the CV went
+    d = only(s.ack(T0 + 2 * DAY, "ats", request_id="q-1"), "ErasureCompleted")
+    assert d["consumers"] == ["ats"]
+
+
+def test_promise_purpose_limitation_each_change_names_only_the_consumers_of_its_purpose(policy: Policy) -> None:
+    s = Subject(policy)
+    (cv,) = s.collect(T0, "r-1", purpose="recruitment", category="employment")
+    assert isinstance(cv, RecordChange) and cv.consumers == ("ats",)  # the mailer never gets a CV
+    (snap,) = [o for o in s.consent(T0, "newsletter") if isinstance(o, ConsentChange)]
+    assert snap.consumers == ("mailer",)
+    (bill,) = s.collect(T0, "r-2", purpose="invoicing", category="billing")
+    assert isinstance(bill, RecordChange) and bill.consumers == ("crm-mirror",)
 
 
 def test_rule_processors_record_acknowledgements_count_when_they_cover_every_erased_record(policy: Policy) -> None:
     s = erased_subject(policy)
-    for c in CONSUMERS[:3]:
-        s.ack(T0 + 2 * DAY, c, request_id="q-1")
-    assert s.ack(T0 + 2 * DAY, "warehouse", record_id="r-1") == []
-    assert s.ack(T0 + 2 * DAY, "warehouse", record_id="r-1") == []
-    assert only(s.ack(T0 + 2 * DAY, "warehouse", record_id="r-2"), "ErasureCompleted")["consumers"] == CONSUMERS
+    s.ack(T0 + 2 * DAY, "mailer", request_id="q-1")
+    assert s.ack(T0 + 2 * DAY, "crm-mirror", record_id="r-2") == []  # erased, but sent to the mailer only
+    assert s.ack(T0 + 2 * DAY, "crm-mirror", record_id="r-3") == []  # no such record
+    assert only(s.ack(T0 + 2 * DAY, "crm-mirror", record_id="r-1"), "ErasureCompleted")["consumers"] == RECIPIENTS
 
 
 def test_rule_processors_missing_acknowledgement_by_the_deadline_is_missed_once_per_consumer(policy: Policy) -> None:
@@ -708,17 +736,11 @@ def test_rule_processors_missing_acknowledgement_by_the_deadline_is_missed_once_
     assert next_deadline(s.state) == deadline
     assert s.tick(deadline - 1) == []
     outs = s.tick(deadline)
-    assert [(d["consumer"], d["deadline"]) for d in decisions(outs, "DeadlineMissed")] == [
-        ("ats", deadline),
-        ("crm-mirror", deadline),
-        ("warehouse", deadline),
-    ]
+    assert [(d["consumer"], d["deadline"]) for d in decisions(outs, "DeadlineMissed")] == [("crm-mirror", deadline)]
     assert s.tick(deadline + DAY) == []
     assert next_deadline(s.state) is None
     # late acknowledgements still complete the erasure
-    s.ack(deadline + 2 * DAY, "crm-mirror", request_id="q-1")
-    s.ack(deadline + 2 * DAY, "ats", request_id="q-1")
-    assert decisions(s.ack(deadline + 2 * DAY, "warehouse", request_id="q-1"), "ErasureCompleted")
+    assert decisions(s.ack(deadline + 2 * DAY, "crm-mirror", request_id="q-1"), "ErasureCompleted")
 
 
 def test_rule_processors_consumers_are_registered_with_role_and_region(policy: Policy) -> None:
@@ -845,6 +867,25 @@ def test_fold_state_round_trips_through_orjson_unchanged(policy: Policy) -> None
     tick = {"type": "Tick", "subject_id": "s-1"}
     assert apply(copy, tick, T0 + 9000 * DAY, policy)[1] == s.tick(T0 + 9000 * DAY)
     assert copy == s.state
+
+
+def test_fold_upgrades_a_state_an_older_worker_persisted_so_an_erasure_awaits_every_consumer(policy: Policy) -> None:
+    """An older worker sent everything to every consumer on one feed: each may hold the data,
+    so none may be left out of the erasure, and a stop shown in its snapshot keeps holding."""
+    s = Subject(policy)
+    s.collect(T0, "r-1")
+    s.consent(T0, "newsletter")
+    s.request("ObjectionRaised", T0 + DAY, "q-0", purpose="analytics_cookies")
+    old = orjson.loads(orjson.dumps(s.state))
+    stops = old.pop("stops")
+    del old["optouts"], old["sent"]
+    state = upgrade(old, policy)
+    assert state["stops"] == orjson.loads(orjson.dumps(stops))
+    assert state["sent"] == {"r-1": CONSUMERS, "": CONSUMERS}
+    s.state = state
+    assert decisions(s.request("ErasureRequested", T0 + 2 * DAY), "ErasureExecuted")
+    assert state["requests"]["q-1"]["consumers"] == CONSUMERS
+    assert upgrade(state, policy) is state and state["sent"] == {}  # a current state is left alone
 
 
 def test_fold_events_after_erasure_start_a_new_life_that_needs_consent_again(policy: Policy) -> None:
