@@ -49,7 +49,5 @@ def test_an_erasure_tombstones_each_feed_that_held_the_data_with_the_request_nam
     s.collect(T0, "r-1")  # an inquiry: the CRM mirror's
     s.collect(T0, "r-cv", purpose="recruitment", category="employment")
     tombstones = [m for m in sent(s.request("ErasureRequested", T0 + DAY), policy) if m.value is None]
-    assert sorted(m.topic for m in tombstones) == sorted(
-        [RECORDS, feed(RECORDS, "crm-mirror"), RECORDS, feed(RECORDS, "ats")]
-    )
+    assert sorted(m.topic for m in tombstones) == sorted([RECORDS, feed(RECORDS, "crm-mirror"), RECORDS, feed(RECORDS, "ats")])
     assert all(m.headers == [("request_id", b"q-1")] for m in tombstones)
