@@ -74,6 +74,7 @@ from processors.state import (
     RecordValue,
     Request,
     State,
+    Stop,
     StoppedEntry,
 )
 from schemas import DECISION_EVENTS
@@ -83,7 +84,7 @@ TIMER = "timer"
 
 DECISION_TYPES = frozenset(DECISION_EVENTS)
 """The decision events (``schemas.DECISION_EVENTS``): the fold's own, read back as taken."""
-TIMER_DECISIONS = ("RetentionExpired", "DeadlineMissed")
+TIMER_DECISIONS = ("RetentionExpired", "DeadlineMissed", "RequestDenied")
 """The decisions a Tick can take (and so the ones whose ``caused_by`` may say ``timer@...``)."""
 
 #: upstream request event type -> the request type recorded in state and in RequestFulfilled
@@ -395,6 +396,21 @@ def _expire(state: State, rec: RecordValue, at: int, cause: str, reason: str, ou
             },
         )
     )
+
+
+def _kept_for_claims(state: State, rec: RecordValue) -> bool:
+    """Whether a restriction the subject asked for a legal claim keeps ``rec`` past its deadline
+    (art. 18(1)(c)): it lasts until the restriction is lifted (RestrictionLifted)."""
+    purpose = rec["purpose"]
+    return any(stop.get("keep") and stop["purpose"] == purpose for stop in state["stops"].values())
+
+
+def _drop_pending(state: State, req: Request) -> list[str]:
+    """A request closed unanswered keeps nothing: a rectification's new values go, and the keys
+    only they needed."""
+    if req.pop("fields", None) is None:
+        return []
+    return _shred(state)
 
 
 def _hold_of(state: State, rec: RecordValue) -> str | None:
@@ -894,23 +910,50 @@ def _on_request(state: State, ev: Event, policy: Policy) -> list[Output]:
         req["fields"] = dict(ev["fields"])  # dropped once applied, or if the record is erased
     elif rtype in ("restriction", "objection"):
         req["purpose"] = ev["purpose"]
+        if ev.get("keep_for_claims"):
+            req["keep"] = True
     requests[rid] = req
-    if rtype in ("restriction", "objection") and ev["purpose"] not in policy.purposes:
-        _close(req, "rejected", at, "unknown_purpose")
-        return [_reject(state, eid, rid, at, "unknown_purpose", request_id=rid)]
+    if rtype in ("restriction", "objection"):
+        p = policy.purposes.get(ev["purpose"])
+        reason = "unknown_purpose" if p is None else None
+        if p is not None and rtype == "objection" and not _objectionable(p):
+            reason = "objection_not_applicable"
+        if reason is not None:
+            _close(req, "rejected", at, reason)
+            return [_reject(state, eid, rid, at, reason, request_id=rid)]
     if rid in state["verifications"] or not _needs_verification(req, policy):
         return _fulfil(state, rid, at, eid, policy)
+    verify_by = policy.verification_deadline(at)
+    if verify_by is not None:
+        req["verify_by"] = verify_by
     return []
+
+
+def _objectionable(p: Purpose) -> bool:
+    """Art. 21: a person may object to processing on a legitimate interest (or a public task),
+    absolutely to direct marketing; an objection to a consent purpose is taken as a withdrawal
+    (never refused on a technicality). Processing a contract or the law requires is not open to
+    objection: refused with a reason, so the next invoice is still issued and kept."""
+    return p.direct_marketing or any(b in ("legitimate_interest", "public_task", "consent") for b in p.legal_bases)
+
+
+def _decided_by_controller(p: Purpose) -> bool:
+    """Whether an objection to ``p`` waits for the controller's decision (art. 21(1): unless it
+    shows compelling legitimate grounds); processing stops meanwhile (art. 18(1)(d))."""
+    return not p.direct_marketing and any(b in ("legitimate_interest", "public_task") for b in p.legal_bases)
 
 
 def _needs_verification(req: Request, policy: Policy) -> bool:
     """Whether a request waits for the subject's identity to be verified. A restriction of, or an
-    objection to, direct marketing does not: it only ever stops processing, so anyone who can
-    write it may, and the marketing stops at once instead of in a month."""
+    objection to, direct marketing does not, nor an objection to a consent purpose: it only ever
+    stops processing, so anyone who can write it may, and the processing stops at once instead
+    of in a month."""
     if req["type"] not in ("restriction", "objection"):
         return True
     p = policy.purposes.get(req.get("purpose", ""))
-    return not (p is not None and p.direct_marketing)
+    if p is None:
+        return True
+    return not (p.direct_marketing or (req["type"] == "objection" and not _decided_by_controller(p)))
 
 
 def _on_extended(state: State, ev: Event, policy: Policy) -> list[Output]:
@@ -1056,10 +1099,59 @@ def _fulfil(state: State, rid: str, at: int, cause: str, policy: Policy, emit: b
         # art. 21(3): an objection to direct marketing is absolute and covers all of it
         out = _opt_out_everywhere(state, at, cause, SOURCE, None, "objection", rid, policy)
         return out + _fulfilled(state, rid, req, at, cause, emit)
-    state["stops"][rid] = {"purpose": purpose, "reason": rtype, "at": at}
-    snap = state["consent"]
-    out = _publish(state, dict(snap["purposes"]) if snap is not None else {}, at, cause, policy)
+    stop: Stop = {"purpose": purpose, "reason": rtype, "at": at}
+    if req.get("keep"):
+        stop["keep"] = True
+    state["stops"][rid] = stop
+    out = _republish(state, at, cause, policy)
+    if rtype == "objection" and p is not None and _decided_by_controller(p):
+        req["deciding"] = True  # stopped now; answered by the controller's ObjectionDecided
+        return out
     return out + _fulfilled(state, rid, req, at, cause, emit)
+
+
+def _republish(state: State, at: int, cause: str, policy: Policy) -> list[Output]:
+    """The snapshot again, with the stops as they now are."""
+    snap = state["consent"]
+    return _publish(state, dict(snap["purposes"]) if snap is not None else {}, at, cause, policy)
+
+
+def _on_objection_decided(state: State, ev: Event, policy: Policy) -> list[Output]:
+    """The controller's answer to an objection it had to weigh (art. 21(1)). Upheld: the stop
+    stays and the request is fulfilled. Not upheld: the subject is told why (the notice, on
+    the log) and the purpose is processed again; the refusal says so."""
+    rid = ev["request_id"]
+    at = ev["occurred_at"]
+    eid = ev["event_id"]
+    req = state["requests"].get(rid)
+    if req is None or req["type"] != "objection":
+        return [_reject(state, eid, rid, at, "unknown_request", request_id=rid)]
+    if not req.get("deciding"):
+        reason = "request_closed" if req["status"] != _OPEN else "not_awaiting_decision"
+        return [_reject(state, eid, rid, at, reason, request_id=rid)]
+    del req["deciding"]
+    if ev["upheld"]:
+        return _fulfilled(state, rid, req, at, eid, True)
+    _close(req, "rejected", at, "compelling_legitimate_grounds")
+    state["stops"].pop(rid, None)
+    out = _republish(state, at, eid, policy)
+    return [*out, _reject(state, eid, rid, at, "compelling_legitimate_grounds", request_id=rid)]
+
+
+def _on_restriction_lifted(state: State, ev: Event, policy: Policy) -> list[Output]:
+    """Art. 18(3): a restriction ends only by an explicit event, the notice the subject was
+    given before. Records it kept past their deadline expire at the next tick."""
+    rid = ev["request_id"]
+    at = ev["occurred_at"]
+    eid = ev["event_id"]
+    req = state["requests"].get(rid)
+    if req is None or req["type"] != "restriction":
+        return [_reject(state, eid, rid, at, "unknown_request", request_id=rid)]
+    if rid not in state["stops"]:
+        return [_reject(state, eid, rid, at, "not_restricted", request_id=rid)]
+    del state["stops"][rid]
+    req["lifted"] = {"at": at, "notice": ev["notice"], "event_id": eid}
+    return _republish(state, at, eid, policy)
 
 
 def _erase(
@@ -1168,8 +1260,19 @@ def _on_decision(state: State, ev: Event, policy: Policy) -> list[Output]:
     if typ == "RequestRejected":
         if req["status"] == _OPEN:
             _close(req, "rejected", at, ev["reason"])
+            req.pop("deciding", None)
+            if state["stops"].pop(ev["request_id"], None) is not None:  # an objection not upheld
+                return _republish(state, at, cause, policy)
+        return []
+    if typ == "RequestDenied":
+        if req["status"] == _OPEN:
+            _close(req, "denied", at, ev["reason"])
+            _drop_pending(state, req)
         return []
     if typ == "RequestFulfilled":
+        if req.pop("deciding", None):  # an objection upheld: the stop is in place already
+            _close(req, "fulfilled", at, None)
+            return []
         if req["status"] == _OPEN:
             return _fulfil(state, ev["request_id"], at, cause, policy, emit=False)
         return []
@@ -1197,6 +1300,8 @@ def _tick(state: State, now: int, policy: Policy, cause: str = TIMER) -> list[Ou
         due = [rid for rid, rec in records.items() if rec["retention_deadline"] is not None and rec["retention_deadline"] <= now]
         if due and state["holds"]:
             due = [rid for rid in due if _hold_of(state, records[rid]) is None]
+        if due and state["stops"]:
+            due = [rid for rid in due if not _kept_for_claims(state, records[rid])]
         for rid in sorted(due):
             rec = records[rid]
             _expire(state, rec, now, cause, _expiry_reason(state, rec, policy), out)
@@ -1204,9 +1309,23 @@ def _tick(state: State, now: int, policy: Policy, cause: str = TIMER) -> list[Ou
     sid = state["subject_id"]
     for rid in sorted(requests):
         req = requests[rid]
+        status = req["status"]
+        verify_by = req.get("verify_by")
+        if status == _OPEN and verify_by is not None and now >= verify_by and rid not in state["verifications"]:
+            _close(req, "denied", now, "identity_not_verified")
+            out.append(
+                _decision(
+                    state,
+                    "RequestDenied",
+                    f"{sid}/{TIMER}/RequestDenied/{rid}",
+                    now,
+                    cause,
+                    {"request_id": rid, "reason": "identity_not_verified", "keys_destroyed": _drop_pending(state, req)},
+                )
+            )
+            continue
         if now < req["deadline"]:
             continue
-        status = req["status"]
         if status == _OPEN and not req["missed"]:
             req["missed"] = True
             out.append(
@@ -1252,6 +1371,8 @@ _HANDLERS: dict[str, Callable[[State, Event, Policy], list[Output]]] = {
     "LegalHoldPlaced": _on_hold_placed,
     "LegalHoldReleased": _on_hold_released,
     "DeadlineExtended": _on_extended,
+    "ObjectionDecided": _on_objection_decided,
+    "RestrictionLifted": _on_restriction_lifted,
     "ErasureAcknowledged": _on_ack,
     **dict.fromkeys(REQUEST_TYPES, _on_request),
     **dict.fromkeys(DECISION_TYPES, _on_decision),
@@ -1343,12 +1464,23 @@ def next_deadline(state: State) -> int | None:
     """The earliest time a Tick could decide something, for the timer's index (None: never)."""
     best: int | None = None
     holds = state["holds"]
+    stops = state["stops"]
     for rec in state["records"].values():
         d = rec["retention_deadline"]
-        if d is not None and (best is None or d < best) and not (holds and _hold_of(state, rec) is not None):
+        if (
+            d is not None
+            and (best is None or d < best)
+            and not (holds and _hold_of(state, rec) is not None)
+            and not (stops and _kept_for_claims(state, rec))
+        ):
             best = d
-    for req in state["requests"].values():
+    verifications = state["verifications"]
+    for rid, req in state["requests"].items():
         status = req["status"]
+        verify_by = req.get("verify_by")
+        if status == _OPEN and verify_by is not None and rid not in verifications:
+            if best is None or verify_by < best:
+                best = verify_by
         if (status == _OPEN and not req["missed"]) or (
             status == "executed" and any(c not in req["acks"] and c not in req["missed_consumers"] for c in req["consumers"])
         ):

@@ -118,7 +118,8 @@ class Extension(TypedDict):
 
 
 class Request(TypedDict):
-    """A data-subject request: pending -> fulfilled | rejected | executed (erasure) -> completed."""
+    """A data-subject request: pending -> fulfilled | rejected | denied | executed (erasure) ->
+    completed."""
 
     type: str  # access | portability | erasure | rectification | restriction | objection
     received_at: int
@@ -138,6 +139,10 @@ class Request(TypedDict):
     acks: NotRequired[dict[str, int]]  # consumer -> when
     record_acks: NotRequired[dict[str, list[str]]]  # consumer -> records acknowledged one by one
     missed_consumers: NotRequired[list[str]]
+    keep: NotRequired[bool]  # restriction: the subject needs the data for a legal claim
+    deciding: NotRequired[bool]  # objection: stopped, awaiting the controller's ObjectionDecided
+    verify_by: NotRequired[int]  # denied if the subject's identity is not verified by then
+    lifted: NotRequired[Extension]  # restriction: when and with which notice it was lifted
 
 
 class State(TypedDict):

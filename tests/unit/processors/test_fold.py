@@ -22,6 +22,7 @@ after erasure) -> test_fold_*; purity: test_purity.py.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -558,6 +559,9 @@ def test_rule_restriction_objection_stop_the_purpose_downstream(policy: Policy, 
     assert snap["stopped"] == {"inquiry": {"reason": reason, "at": T0 + DAY + HOUR, "request_id": "q-1"}}
     assert upserted(outs) == {"r-1": {**s.records["r-1"]}} and s.records["r-1"]["restricted"] is True
     assert s.records["r-2"]["restricted"] is False
+    if typ == "ObjectionRaised":  # a legitimate interest: stopped while the controller weighs it
+        assert decisions(outs, "RequestFulfilled") == []
+        outs = s.send("ObjectionDecided", T0 + 2 * DAY, request_id="q-1", upheld=True, notice="no grounds")
     d = only(outs, "RequestFulfilled")
     assert d["request_type"] == reason
     # a stopped purpose collects nothing more
@@ -593,7 +597,8 @@ def test_rule_objection_alias_uses_same_rules(policy: Policy) -> None:
     ],
 )
 def test_rule_deadlines_every_request_missed_once_after_one_month(policy: Policy, typ: str) -> None:
-    s = Subject(policy)
+    # a policy that waits for a verification as long as it takes (no verification_wait_days)
+    s = Subject(dataclasses.replace(policy, verification_wait_days=None))
     extra: dict[str, Any] = {}
     if typ == "RectificationRequested":
         extra = {"record_id": "r-1", "fields": {"name": "X"}}
@@ -611,7 +616,7 @@ def test_rule_deadlines_every_request_missed_once_after_one_month(policy: Policy
 
 
 def test_rule_deadlines_extended_once_by_two_months_with_a_recorded_notice(policy: Policy) -> None:
-    s = Subject(policy)
+    s = Subject(dataclasses.replace(policy, verification_wait_days=None))
     s.request("AccessRequested", T0, verify=False)
     assert s.send("DeadlineExtended", T0 + 10 * DAY, request_id="q-1", notice="complex request") == []
     assert s.state["requests"]["q-1"]["extended"]["notice"] == "complex request"
@@ -932,7 +937,7 @@ def test_fold_next_deadline_is_the_earliest_decision_a_tick_could_take(policy: P
     s.collect(T0, "r-1")
     assert next_deadline(s.state) == policy.no_relationship_deadline(T0)
     s.request("AccessRequested", T0 + DAY, verify=False)
-    assert next_deadline(s.state) == policy.request_deadline(T0 + DAY)
+    assert next_deadline(s.state) == policy.verification_deadline(T0 + DAY)  # denied then if unverified
     s.send("LegalHoldPlaced", T0 + 2 * DAY, hold_id="h", reason="r")
     s.send("IdentityVerified", T0 + 2 * DAY, request_id="q-1", method="m")
     assert next_deadline(s.state) is None  # held records do not expire

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.fold import DAY, T0, Subject, decisions, only, tombstoned, upserted
 
-from processors.fold import apply
+from processors.fold import apply, next_deadline
 from processors.policy import Policy, add_months
 from streams.settings import load_policy
 
@@ -321,3 +321,117 @@ def test_promise_direct_marketing_the_latest_word_wins_whatever_the_arrival_orde
     shuffled = events[:]
     rng.shuffle(shuffled)
     assert _verdicts(policy, shuffled) == _verdicts(policy, in_time)
+
+
+# ======================================================================================
+# objection and restriction as the law reads
+# ======================================================================================
+
+
+def test_promise_objection_to_a_legal_obligation_is_refused_and_the_next_invoice_is_kept(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-inv-1", purpose="invoicing", category="billing")
+    outs = s.request("ObjectionRaised", T0 + DAY, purpose="invoicing", verify=False)
+    refusal(outs, "objection_not_applicable")  # at once: nothing to verify to say no
+    assert not s.records["r-inv-1"]["restricted"]
+    assert upserted(s.collect(T0 + 2 * DAY, "r-inv-2", purpose="invoicing", category="billing"))
+
+
+def test_promise_objection_to_a_legitimate_interest_stops_it_until_the_controller_decides(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-cv", purpose="recruitment", category="employment")
+    assert s.request("ObjectionRaised", T0 + DAY, purpose="recruitment", verify=False) == []  # who asks?
+    outs = s.send("IdentityVerified", T0 + 2 * DAY, request_id="q-1", method="email_link")
+    assert s.records["r-cv"]["restricted"] and decisions(outs) == []  # stopped, not yet answered
+    refusal(s.collect(T0 + 3 * DAY, "r-cv2", purpose="recruitment", category="employment"), "purpose_stopped")
+    outs = s.send("ObjectionDecided", T0 + 4 * DAY, request_id="q-1", upheld=False, notice="open position")
+    refusal(outs, "compelling_legitimate_grounds")
+    assert not s.records["r-cv"]["restricted"] and s.state["consent"]["stopped"] == {}
+    assert upserted(s.collect(T0 + 5 * DAY, "r-cv2", purpose="recruitment", category="employment"))
+    refusal(s.send("ObjectionDecided", T0 + 6 * DAY, request_id="q-1", upheld=True, notice="n"), "request_closed")
+
+
+def test_promise_objection_upheld_keeps_the_purpose_stopped(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-1", purpose="service_delivery")
+    s.request("ObjectionRaised", T0 + DAY, purpose="service_delivery")
+    outs = s.send("ObjectionDecided", T0 + 2 * DAY, request_id="q-1", upheld=True, notice="no overriding grounds")
+    assert only(outs, "RequestFulfilled")["request_type"] == "objection"
+    assert s.records["r-1"]["restricted"] and "service_delivery" in s.state["consent"]["stopped"]
+
+
+def test_promise_objection_to_a_consent_purpose_is_a_withdrawal_needing_no_verification(policy: Policy) -> None:
+    s = Subject(policy)
+    s.consent(T0, "analytics_cookies")
+    s.collect(T0, "r-1", purpose="analytics_cookies", category="analytics")
+    outs = s.request("ObjectionRaised", T0 + DAY, purpose="analytics_cookies", verify=False)
+    assert only(outs, "RequestFulfilled")["request_type"] == "objection" and s.records["r-1"]["restricted"]
+
+
+def test_promise_restriction_for_a_legal_claim_keeps_records_past_their_deadline(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-1")  # an inquiry: kept 12 months without a relationship
+    s.collect(T0, "r-2", purpose="service_delivery")
+    deadline = policy.no_relationship_deadline(T0)
+    s.request("RestrictionRequested", T0 + DAY, purpose="inquiry", keep_for_claims=True)
+    assert next_deadline(s.state) == s.records["r-2"]["retention_deadline"]  # r-1 is not due any more
+    assert tombstoned(s.tick(deadline + DAY)) == ["r-2"]
+    assert "r-1" in s.records and s.records["r-1"]["restricted"]
+    # lifting it is an explicit event, with the notice the subject was given
+    outs = s.send("RestrictionLifted", deadline + 2 * DAY, request_id="q-1", notice="claim settled")
+    assert s.state["consent"]["stopped"] == {} and not s.records["r-1"]["restricted"] and decisions(outs) == []
+    assert s.state["requests"]["q-1"]["lifted"]["notice"] == "claim settled"
+    assert next_deadline(s.state) == deadline
+    assert tombstoned(s.tick(deadline + 3 * DAY)) == ["r-1"]
+    refusal(s.send("RestrictionLifted", deadline + 4 * DAY, request_id="q-1", notice="again"), "not_restricted")
+
+
+def test_promise_restriction_without_a_claim_does_not_stop_expiry(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-1")
+    s.request("RestrictionRequested", T0 + DAY, purpose="inquiry")
+    assert tombstoned(s.tick(policy.no_relationship_deadline(T0))) == ["r-1"]  # restricted is no reason to keep
+
+
+def test_promise_restriction_is_not_lifted_by_a_new_consent(policy: Policy) -> None:
+    s = Subject(policy)
+    s.consent(T0, "analytics_cookies")
+    s.collect(T0, "r-1", purpose="analytics_cookies", category="analytics")
+    s.request("RestrictionRequested", T0 + DAY, purpose="analytics_cookies")
+    s.consent(T0 + 2 * DAY, "analytics_cookies")  # a cookie banner clicked again
+    assert "analytics_cookies" in s.state["consent"]["stopped"] and s.records["r-1"]["restricted"]
+    refusal(s.collect(T0 + 3 * DAY, "r-2", purpose="analytics_cookies", category="analytics"), "purpose_stopped")
+
+
+# ======================================================================================
+# deadlines
+# ======================================================================================
+
+
+@pytest.mark.parametrize("typ", ["AccessRequested", "ErasureRequested", "PortabilityRequested"])
+def test_promise_deadline_a_verification_that_never_comes_is_a_refusal_not_a_missed_deadline(policy: Policy, typ: str) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-1")
+    s.request(typ, T0, verify=False)
+    wait = policy.verification_deadline(T0)
+    assert wait == T0 + 21 * DAY and next_deadline(s.state) == wait
+    assert s.tick(wait - 1) == []
+    d = only(s.tick(wait), "RequestDenied")
+    assert (d["request_id"], d["reason"]) == ("q-1", "identity_not_verified")
+    assert s.state["requests"]["q-1"]["status"] == "denied"
+    assert decisions(s.tick(policy.request_deadline(T0) + DAY)) == []  # no DeadlineMissed after it
+    assert decisions(s.send("IdentityVerified", wait + DAY, request_id="q-1", method="id_document")) == []
+    assert "r-1" in s.records  # a denied erasure erases nothing
+
+
+def test_promise_deadline_a_denied_rectification_keeps_none_of_its_new_values(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-1")
+    s.request("RectificationRequested", T0, verify=False, record_id="r-1", fields={"name": "New Name"})
+    only(s.tick(policy.verification_deadline(T0)), "RequestDenied")
+    assert "fields" not in s.state["requests"]["q-1"]
+
+
+def test_promise_deadline_never_more_than_90_days_even_extended(policy: Policy) -> None:
+    for received in (T0, add_months(T0, 1), add_months(T0, 6)):
+        assert policy.request_deadline(received, extended=True) - received <= 90 * DAY
