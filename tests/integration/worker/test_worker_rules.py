@@ -45,6 +45,7 @@ from processors.fold import (
 )
 from processors.guard import screen
 from processors.policy import DAY_MS
+from schemas import UPSTREAM_EVENTS
 from schemas.contract import parse_line, record_key
 from streams.plumbing.reading import latest_by_key, read_topic
 from streams.plumbing.upstream import publish_lines
@@ -395,7 +396,7 @@ def test_views_answer_with_the_pure_views_behind_a_token_that_leaks_nothing(sett
 
 
 def full_history(base: int) -> list[dict]:
-    """Four subjects that between them use all sixteen upstream event types.
+    """Four subjects that between them use every upstream event type but acknowledgements.
 
     Every event is timed within the last ten days, so every record's retention and every
     request's deadline lies in the future and the timer has nothing to add: what the worker
@@ -478,6 +479,14 @@ def full_history(base: int) -> list[dict]:
         ev("AccessRequested", "d06", d, next(t), request_id="q-d1"),
         ev("IdentityVerified", "d07", d, next(t), request_id="q-d1", method="email_link"),
         ev("DeadlineExtended", "d08", d, next(t), request_id="q-d1", notice="notice-d1"),
+        # an objection to a legitimate interest, weighed and not upheld; a restriction for a
+        # legal claim, lifted with a notice
+        ev("ObjectionRaised", "d09", d, next(t), request_id="q-d2", purpose="recruitment"),
+        ev("IdentityVerified", "d10", d, next(t), request_id="q-d2", method="email_link"),
+        ev("ObjectionDecided", "d11", d, next(t), request_id="q-d2", upheld=False, notice="notice-d2"),
+        ev("RestrictionRequested", "d12", d, next(t), request_id="q-d3", purpose="invoicing", keep_for_claims=True),
+        ev("IdentityVerified", "d13", d, next(t), request_id="q-d3", method="id_document"),
+        ev("RestrictionLifted", "d14", d, next(t), request_id="q-d3", notice="notice-d3"),
     ]
     # interleaved as several upstream systems would publish; each subject keeps its own order
     streams = [subject_a, subject_b, subject_c, subject_d]
@@ -509,6 +518,8 @@ UPSTREAM = {
     "LegalHoldPlaced",
     "LegalHoldReleased",
     "DeadlineExtended",
+    "RestrictionLifted",
+    "ObjectionDecided",
 }
 
 
@@ -522,6 +533,7 @@ def test_history_of_every_event_type_gives_exactly_what_the_pure_fold_gives(sett
     """
     history = full_history(now_ms() - 10 * DAY_MS)
     assert {e["type"] for e in history} == UPSTREAM  # the premise: every upstream type is used
+    assert set(UPSTREAM_EVENTS) - UPSTREAM == {"ErasureAcknowledged"}  # sent by consumers, on acks
     expected = fold_purely(history)
     # the premise: the history exercises tombstones, retention, erasure and refusals
     assert None in expected.records.values() and None in expected.consent.values()
