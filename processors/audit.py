@@ -19,6 +19,13 @@ Each upstream event is also held against the guard's clock rule: its ``occurred_
 later than the time the broker received it (``received_at``, stamped by the guard) plus the
 allowed skew (``future_time``); entries written before the stamp existed carry 0 and pass.
 
+A ``PolicyAdopted`` entry is a link of the chain too, and from it on the partition is folded
+with the policy it carries (its text, held against its version: ``policy_altered`` when they
+disagree), its consents of changed meaning marked for renewal as the worker marked them: the
+replay takes each decision under the policy that was in force, so an edit of the policy file
+never makes older decisions mismatch. Before a partition's first adoption, the configured
+policy is used (a log written before policies were versioned).
+
 At the end, every decision the fold derived but the log lacks is ``not_recorded`` (the
 worker lost it, or has not caught up), and the keys: every data key a decision destroyed,
 and every key of a subject's sealed events that no live data still needs, must be gone from
@@ -39,7 +46,7 @@ import orjson
 from processors import fold as lifecycle
 from processors.chain import GENESIS, link
 from processors.envelope import keys_of
-from processors.policy import Policy
+from processors.policy import Policy, PolicyError, parse_policy, policy_version
 from processors.state import Event, State
 
 Entry = tuple[int, int, "bytes | None"]
@@ -82,14 +89,20 @@ class Audit:
     erasures: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # decision id -> (subject, keys)
     destroyed: dict[str, tuple[int, int]] = field(default_factory=dict)  # key id -> where destroyed
     sealed_keys: dict[str, set[str]] = field(default_factory=dict)  # subject -> key ids of its envelopes
+    policies_adopted: int = 0
     _pending: dict[str, tuple[str, Event, int]] = field(default_factory=dict)  # id -> (subject, decision, partition)
     _matched: dict[str, bytes] = field(default_factory=dict)
+    _current: Policy | None = None  # the policy in force at this point of the partition
+    _subjects: set[str] = field(default_factory=set)  # the subjects of the partition so far
+    _parsed: dict[str, Policy] = field(default_factory=dict)  # version -> policy, across partitions
 
     # -- per partition ------------------------------------------------------------------
 
     def partition(self, partition: int, entries: list[Entry], decision_fingerprints: frozenset[bytes]) -> None:
         """Fold one partition's entries in offset order (``entries`` sorted by offset)."""
         self.partitions += 1
+        self._current = self.policy
+        self._subjects = set()
         schedule = self._timer_schedule(partition, entries, decision_fingerprints)
         due = sorted(schedule)
         next_due = 0
@@ -106,8 +119,7 @@ class Audit:
             except ValueError as exc:
                 self._miss("undecodable", partition, offset, detail=str(exc))
                 continue
-            if event["type"] in lifecycle.DECISION_TYPES:
-                self.decisions_recorded += 1
+            if event["type"] in lifecycle.CHAINED_TYPES:
                 if event.get("chain", "") != link(head):
                     self._miss(
                         "chain_broken",
@@ -117,7 +129,11 @@ class Audit:
                         "the previous decision of this partition is not the one it chains to",
                     )
                 head = value
-                self._judge(event, value, partition, offset)
+                if event["type"] in lifecycle.DECISION_TYPES:
+                    self.decisions_recorded += 1
+                    self._judge(event, value, partition, offset)
+                else:
+                    self._adopt(event, partition, offset)
             else:
                 received = event.get("received_at") or 0
                 if received and event["occurred_at"] > received + self.skew_ms:
@@ -160,14 +176,36 @@ class Audit:
         state = self.states.get(subject)
         if state is None:
             state = self.states[subject] = lifecycle.new_state(subject)
+        self._subjects.add(subject)
         return state
+
+    def _in_force(self) -> Policy:
+        return self._current or self.policy
+
+    def _adopt(self, event: Event, partition: int, offset: int) -> None:
+        """Fold the rest of the partition with the policy this entry carries."""
+        self.policies_adopted += 1
+        text, version = event["text"], event["version"]
+        if policy_version(text) != version:
+            self._miss("policy_altered", partition, offset, event, "its text is not the policy of its version")
+            return
+        policy = self._parsed.get(version)
+        if policy is None:
+            try:
+                policy = self._parsed[version] = parse_policy(text, f"policy {version}")
+            except PolicyError as exc:
+                self._miss("policy_unreadable", partition, offset, event, str(exc))
+                return
+        self._current = policy
+        for subject in sorted(self._subjects):
+            lifecycle.adopt(self.states[subject], policy, event["occurred_at"], event["event_id"])
 
     def _fold(self, event: Event, now: int, partition: int, offset: int) -> None:
         subject = event["subject_id"]
         fields = event.get("fields")
         if fields:
             self.sealed_keys.setdefault(subject, set()).update(keys_of(fields))
-        _, outputs = lifecycle.apply(self._state(subject), event, now, self.policy)
+        _, outputs = lifecycle.apply(self._state(subject), event, now, self._in_force())
         for out in outputs:
             if isinstance(out, lifecycle.Decision):
                 self._pending[out.event["event_id"]] = (subject, out.event, partition)
@@ -200,7 +238,7 @@ class Audit:
         if recorded["type"] == "ErasureExecuted" and found is not None:
             self.erasures[eid] = (recorded["subject_id"], list(recorded.get("keys_destroyed") or ()))
         # what the log says was decided is what the live fold went on from
-        lifecycle.apply(self._state(recorded["subject_id"]), recorded, recorded["occurred_at"], self.policy)
+        lifecycle.apply(self._state(recorded["subject_id"]), recorded, recorded["occurred_at"], self._in_force())
 
     def _canonical(self, body: Event) -> bytes:
         return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
@@ -211,6 +249,12 @@ class Audit:
             Mismatch(kind, partition, offset, str(ev.get("subject_id", "")), str(ev.get("event_id", "")), detail)
         )
 
+    def forget_policies(self) -> None:
+        """Drop the policies parsed from the log (to send the audit to another process: they
+        hold read-only mappings, which do not pickle, and the verdict does not need them)."""
+        self._current = None
+        self._parsed = {}
+
     def merge(self, other: Audit) -> None:
         """Take in the audit of other partitions, made apart (another process): partitions are
         independent (each has its own chain, and a subject lives in one), so their results add."""
@@ -220,6 +264,7 @@ class Audit:
         self.decisions_recorded += other.decisions_recorded
         self.decisions_matched += other.decisions_matched
         self.duplicates += other.duplicates
+        self.policies_adopted += other.policies_adopted
         self.partitions += other.partitions
         self.erasures.update(other.erasures)
         for key_id, where in other.destroyed.items():
@@ -261,6 +306,7 @@ class Audit:
             "events_read": self.events_read,
             "partitions": self.partitions,
             "subjects": len(self.states),
+            "policies_adopted": self.policies_adopted,
             "decisions_recorded": self.decisions_recorded,
             "decisions_rederived": self.decisions_matched,
             "duplicate_decisions": self.duplicates,

@@ -77,13 +77,16 @@ from processors.state import (
     Stop,
     StoppedEntry,
 )
-from schemas import DECISION_EVENTS
+from schemas import DECISION_EVENTS, PIPELINE_EVENTS
 
 SOURCE = "lifecycle"
 TIMER = "timer"
 
 DECISION_TYPES = frozenset(DECISION_EVENTS)
 """The decision events (``schemas.DECISION_EVENTS``): the fold's own, read back as taken."""
+CHAINED_TYPES = DECISION_TYPES | frozenset(PIPELINE_EVENTS)
+"""What the hash chain of a log partition links: the decisions and the pipeline's own entries
+(``PolicyAdopted``), everything the pipeline writes there itself."""
 TIMER_DECISIONS = ("RetentionExpired", "DeadlineMissed", "RequestDenied")
 """The decisions a Tick can take (and so the ones whose ``caused_by`` may say ``timer@...``)."""
 
@@ -465,8 +468,10 @@ def _on_collected(state: State, ev: Event, policy: Policy) -> list[Output]:
         reason = "purpose_stopped"
     elif basis == "consent":
         entry = snap["purposes"].get(purpose) if snap is not None else None
-        if entry is None or entry["status"] != "granted":
+        if entry is None or entry["status"] not in _CONSENTED:
             reason = "no_consent"
+        elif entry["status"] == RENEWAL or entry.get("meaning", p.meaning) not in ("", p.meaning):
+            reason = "consent_needs_renewal"
     rid = ev["record_id"]
     at = ev["occurred_at"]
     fields = ev["fields"]
@@ -518,6 +523,71 @@ def _on_collected(state: State, ev: Event, policy: Policy) -> list[Output]:
         state["retained"].pop(rid, None)  # a fresh collection is new data, not the retained copy
     state["status"] = "active"
     return [_sent_record(state, rec, policy)]
+
+
+def adoption(policy: Policy, partition: int, after: int, at: int, rules: str) -> Event:
+    """The ``PolicyAdopted`` entry the worker writes to a log partition before folding anything
+    under a policy the partition has not had: the log alone then tells which rules each later
+    decision followed (``rules``: the version of the code that applies them)."""
+    return {
+        "type": "PolicyAdopted",
+        "event_id": f"policy/{policy.version}/{partition}/{after}",
+        "subject_id": "",
+        "occurred_at": at,
+        "source": SOURCE,
+        "caused_by": "",
+        "version": policy.version,
+        "name": f"{policy.name} {policy.edition}".strip(),
+        "text": policy.text,
+        "rules": rules,
+    }
+
+
+RENEWAL = "renewal_needed"
+"""A consent given to a purpose whose meaning has changed since (policy 7): no collection for
+it until a new ``ConsentGiven``."""
+_CONSENTED = ("granted", RENEWAL)
+
+
+def adopt(state: State, policy: Policy, at: int, cause: str) -> list[Output]:
+    """A new policy takes effect for this subject. A record whose retention the new policy makes
+    shorter is kept the shorter time; a longer one does not extend what was promised when the
+    data was collected. Each consent given to a purpose whose meaning the policy has changed
+    (or dropped) now needs renewing. The snapshot says so downstream, so
+    the mailer stops at once; the renewal entry is dated now, so that no consent older than the
+    change, arriving late, can stand for the new meaning. A consent recorded before meanings
+    were tracked (no ``meaning``) is taken as given to the first policy that names one.
+
+    ``cause``: the event id of the ``PolicyAdopted`` on the log, which the auditor folds at the
+    same place."""
+    out: list[Output] = []
+    records = state["records"]
+    for rid in sorted(records):
+        rec = records[rid]
+        old = rec["retention_deadline"]
+        if rid in state["retained"] or (old is not None and old <= at):
+            continue  # kept under an erasure's rule, or overdue already: the timer decides
+        new = _deadline(state, rec, policy)
+        if new is not None and (old is None or new < old):
+            out.append(_replace(state, rec, at, cause, retention_deadline=new))
+    snap = state["consent"]
+    if snap is None:
+        return out
+    purposes = snap["purposes"]
+    changed: dict[str, ConsentEntry] = {}
+    for name, entry in purposes.items():
+        if entry["status"] != "granted":
+            continue
+        p = policy.purposes.get(name)
+        meaning = entry.get("meaning", "")
+        if p is None or (meaning and meaning != p.meaning):
+            renewal: ConsentEntry = {**entry, "status": RENEWAL, "at": at, "event_id": cause, "source": SOURCE}
+            changed[name] = renewal
+    if not changed:
+        return out
+    for name, entry in changed.items():
+        _remember(state, name, entry)
+    return out + _publish(state, {**purposes, **changed}, at, cause, policy)
 
 
 def republished(state: State, ev: Event) -> RecordValue | None:

@@ -214,6 +214,7 @@ def _audit_group(work: tuple[Path | None, int, dict[int, list[Entry]] | list[int
     for p in sorted(share):
         part.partition(p, share[p], fingerprints)
     part.policy = part.decode = part.encode = None  # type: ignore[assignment]  # not picklable, not needed back
+    part.forget_policies()
     # what the verdict still needs, not the whole states: sending those back cost as much as
     # the audit itself (a subject's state holds every record it ever had)
     part.states = {subject: {"keys": state["keys"]} for subject, state in part.states.items()}  # type: ignore[typeddict-item]  # finish() reads only the keys

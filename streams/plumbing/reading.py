@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from processors.fold import DECISION_TYPES
+from processors.fold import CHAINED_TYPES
 from processors.state import Event
 from schemas.codec import CodecError, Where, decode
 from streams.plumbing.admin import check_topic_access
@@ -107,7 +107,8 @@ def decoded_events(entries: list[Entry]) -> Iterator[Event]:
 def last_decision(
     bootstrap: str, topic: str, partition: int, window: int = 512, client: dict[str, Any] | None = None
 ) -> bytes | None:
-    """The bytes of the last decision event in one partition of ``lifecycle.events`` (None: none yet).
+    """The bytes of the last chained entry (a decision or a ``PolicyAdopted``) in one partition of
+    ``lifecycle.events`` (None: none yet).
 
     Read backwards in growing windows from the end, so a worker taking over a partition finds
     the head of its hash chain in what the log really holds, whatever a crashed predecessor
@@ -143,7 +144,7 @@ def last_decision(
                         event = decode(m.value, Where(topic, partition, m.offset))
                     except CodecError:
                         continue
-                    if event is not None and event["type"] in DECISION_TYPES:
+                    if event is not None and event["type"] in CHAINED_TYPES:
                         found = m.value
             if found is not None:
                 return found

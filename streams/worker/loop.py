@@ -41,7 +41,7 @@ import orjson
 from processors import fold as lifecycle
 from processors.chain import GENESIS
 from processors.guard import echoable, future_time, screen, wrong_key
-from processors.messages import CONSENT, EVENTS, RECORDS, feed, to_messages
+from processors.messages import CONSENT, EVENTS, RECORDS, decision_value, feed, to_messages
 from processors.policy import Policy
 from processors.shredding import SEALED_TYPES, KeyCache, Keyring, Keystore
 from processors.state import Event, State
@@ -61,6 +61,20 @@ VIEW_PATIENCE = 5.0
 tables for as long as the broker is away, and the caller is better told so than left hanging."""
 
 READY = "worker ready"
+
+POLICY_KEY = b"\x00policy"
+"""The key, in each partition of the subjects table, of the policy version the partition was
+last folded under (no subject id can be it: ids are printable)."""
+
+
+def _rules() -> str:
+    """The version of the code that applies the policy, as PolicyAdopted records it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("data-lifecycle")
+    except PackageNotFoundError:
+        return ""
 """Logged once the first assignment is recovered: the worker folds from here on."""
 
 
@@ -197,7 +211,10 @@ class Worker:
             # (whatever a crashed predecessor managed to write), read now rather than on the
             # partition's first decision, which would wait for it
             self.chain_heads[p] = self._log_tail_decision(p)
+            self._adopt_policy(p)
             for key, raw in self.subjects.items(p):
+                if key == POLICY_KEY:
+                    continue
                 due = lifecycle.next_deadline(lifecycle.upgrade(orjson.loads(raw), self.policy))
                 if due is not None:
                     self.index.append(_index_entry(due, p, key))
@@ -213,6 +230,35 @@ class Worker:
             gc.freeze()
             gc.set_threshold(50_000, 20, 100)
             log.info(READY)
+
+    def _adopt_policy(self, p: int) -> None:
+        """Before folding anything of a partition under a policy it has not had, say so on its
+        log (``PolicyAdopted``, a link of its chain, carrying the policy's text) and mark the
+        consents the new policy's meanings leave in need of renewal. The auditor folds the
+        partition's later entries with that policy, so no edit of the policy file makes older
+        decisions mismatch. A crash before the marker is written adopts once more: the replay
+        takes a second adoption of the same policy as a no-op."""
+        version = self.policy.version
+        if self.subjects.get(p, POLICY_KEY) == version.encode():
+            return
+        now = now_ms()
+        event = lifecycle.adoption(self.policy, p, self.kafka.end_offset(self.t_events, p) - 1, now, _rules())
+        value = decision_value(event, self.chain_heads[p])
+        self.chain_heads[p] = value
+        self._log.append((b"", value, p))
+        states: dict[tuple[int, bytes], State] = {}
+        for key, raw in self.subjects.items(p):
+            if key == POLICY_KEY:
+                continue
+            state = lifecycle.upgrade(orjson.loads(raw), self.policy)
+            outputs = lifecycle.adopt(state, self.policy, now, event["event_id"])
+            if outputs:
+                states[(p, key)] = state
+                self._emit(outputs, p)
+        self._write(states)
+        self.subjects.put(p, POLICY_KEY, version.encode())
+        self._deliver()
+        log.info("partition %d now folds under policy %s (%d subjects changed by it)", p, version, len(states))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         if self.failed:  # leaving on an error: hand the partitions back as they were last committed

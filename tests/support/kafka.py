@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from processors.fold import DECISION_TYPES
+from processors.fold import CHAINED_TYPES
 from schemas.codec import decode, encode
 from streams.plumbing.topics import partition_for
 
@@ -245,7 +245,7 @@ class MemoryKafka:
     def last_decision(self, topic: str, partition: int) -> bytes | None:
         for m in reversed(self.broker.logs.get(TP(topic, partition), [])):
             event = decode(m.v)
-            if event is not None and event["type"] in DECISION_TYPES:
+            if event is not None and event["type"] in CHAINED_TYPES:
                 return m.v
         return None
 

@@ -133,3 +133,49 @@ def test_replay_command_passes_on_the_real_log_and_names_the_tampered_offset(set
     assert bad.returncode == 1
     report = orjson.loads(bad.stdout)
     assert {"kind": "differs", "partition": target[0], "offset": target[1]}.items() <= report["mismatches"][0].items()
+
+
+@pytest.mark.integration
+def test_replay_finds_no_mismatch_over_a_log_that_spans_a_policy_change(settings: Settings, tmp_path: Path) -> None:
+    """A worker folds under one policy, the next one under an edited file: the log says which
+    policy each stretch followed, and the replay, given either file, re-derives every decision."""
+    import dataclasses
+
+    policy = load_policy()
+    edited = tmp_path / "policy.toml"
+    edited.write_text(policy.text.replace("(the policy's own example of consent)", "(and partner offers)"), encoding="utf-8")
+    newer = dataclasses.replace(settings, policy_file=edited)
+    collect = {"category": "contact", "purpose": "newsletter", "legal_basis": "consent", "fields": {"name": "A"}}
+    before = [
+        ev("ConsentGiven", "p1", "s-p", "2026-11-01T10:00:00Z", purpose="newsletter"),  # type: ignore[arg-type]
+        ev("DataCollected", "p2", "s-p", "2026-11-01T10:01:00Z", record_id="r1", **collect),  # type: ignore[arg-type]
+        ev("AccessRequested", "p3", "s-q", "2026-11-01T10:02:00Z", request_id="q1"),  # type: ignore[arg-type]
+        ev("IdentityVerified", "p4", "s-q", "2026-11-01T10:03:00Z", request_id="q1", method="email_link"),  # type: ignore[arg-type]
+    ]
+    after = [  # the newsletter means more now: the old consent no longer covers a collection
+        ev("DataCollected", "p5", "s-p", "2026-11-20T10:00:00Z", record_id="r2", **collect),  # type: ignore[arg-type]
+        ev("AccessRequested", "p6", "s-q", "2026-11-20T10:01:00Z", request_id="q2"),  # type: ignore[arg-type]
+        ev("IdentityVerified", "p7", "s-q", "2026-11-20T10:02:00Z", request_id="q2", method="email_link"),  # type: ignore[arg-type]
+    ]
+    for run_settings, events in ((settings, before), (newer, after)):
+        proc = spawn_worker(run_settings, tmp_path / "worker.log")
+        try:
+            assert publish_lines([orjson.dumps(e) for e in events], run_settings).ok
+            wait_caught_up(run_settings, proc=proc)
+        finally:
+            stop_worker(proc)
+
+    log = [e.decoded() for e in read_topic(settings, "events")]
+    adopted = [e for e in log if e and e["type"] == "PolicyAdopted"]
+    assert {e["version"] for e in adopted} == {policy.version, load_policy(edited).version}
+    refused = [e for e in log if e and e["type"] == "RequestRejected"]
+    assert [(e["reason"], e["policy"]) for e in refused] == [("consent_needs_renewal", load_policy(edited).version)]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
+    for configured in (settings, newer):
+        env.update(configured.to_env())
+        done = subprocess.run([sys.executable, "-m", "streams.cli", "replay"], env=env, capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stdout.decode()[-3000:] + done.stderr.decode()[-2000:]
+        report = orjson.loads(done.stdout)
+        assert report["mismatch_count"] == 0 and report["policies_adopted"] == len(adopted)
+        assert report["decisions_rederived"] == report["decisions_recorded"] >= 3

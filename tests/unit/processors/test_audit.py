@@ -16,8 +16,8 @@ import pytest
 from processors.audit import Audit
 from processors.chain import GENESIS, link
 from processors.envelope import build
-from processors.fold import TIMER_DECISIONS, Decision, apply, new_state
-from processors.policy import Policy
+from processors.fold import TIMER_DECISIONS, Decision, adopt, adoption, apply, new_state
+from processors.policy import Policy, parse_policy
 from schemas import BY_NAME
 from schemas.codec import decode, encode
 from streams.commands.replay import _decode, _encode, audit_partitions
@@ -241,3 +241,96 @@ def test_a_log_audited_in_several_processes_gives_the_same_report(policy: Policy
     assert several["partitions"] == 4 and several["subjects"] == 8
     assert {"kind": "differs", "partition": 2, "offset": target}.items() <= several["mismatches"][0].items()
     assert any(m["kind"] == "key_not_destroyed" for m in several["mismatches"])
+
+
+# --------------------------------------------------------------------------------------
+# a log spanning a policy change
+# --------------------------------------------------------------------------------------
+
+
+def edited(policy: Policy) -> Policy:
+    """The next edition: inquiries kept 6 months, not 12, and the newsletter means more."""
+    text = policy.text.replace("no_relationship_months = 12", "no_relationship_months = 6")
+    text = text.replace("(the policy's own example of consent)", "(now with partner offers)")
+    assert text != policy.text
+    return parse_policy(text)
+
+
+def write_log_across(segments: list[tuple[Policy, list[dict]]], tick_at: int) -> list[tuple[int, int, bytes]]:
+    """One partition's log as the worker writes it across restarts under new policies: each
+    segment opens with its ``PolicyAdopted`` (chained, the consents of changed meaning marked),
+    and the timer ticks under the last policy."""
+    states: dict[str, dict] = {}
+    log: list[bytes] = []
+    head = GENESIS
+
+    def chained(event: dict) -> None:
+        nonlocal head
+        value = encode({**event, "chain": link(head)})
+        assert value is not None
+        head = value
+        log.append(value)
+
+    def decided(outputs: list) -> None:
+        for out in outputs:
+            if isinstance(out, Decision):
+                chained(out.event)
+
+    policy = segments[0][0]
+    for policy, events in segments:
+        adopted = adoption(policy, 0, len(log) - 1, events[0]["occurred_at"], "test")
+        chained(adopted)
+        for state in states.values():
+            adopt(state, policy, adopted["occurred_at"], adopted["event_id"])
+        for event in events:
+            value = encode(event)
+            assert value is not None
+            log.append(value)
+            state = states.setdefault(event["subject_id"], new_state(event["subject_id"]))
+            decided(apply(state, event, event["occurred_at"], policy)[1])
+    after = len(log) - 1
+    for sid, state in sorted(states.items()):
+        decided(apply(state, {"type": "Tick", "subject_id": sid, "after": after}, tick_at, policy)[1])
+    return [(i, 0, v) for i, v in enumerate(log)]
+
+
+def across_a_change(policy: Policy) -> tuple[Policy, list[tuple[int, int, bytes]]]:
+    newer = edited(policy)
+    collect = {"category": "contact", "legal_basis": "consent", "purpose": "newsletter", "fields": {"name": "A"}}
+    before = [
+        ev("ConsentGiven", "c1", "s-1", T0, purpose="newsletter"),
+        ev("DataCollected", "c2", "s-1", T0, record_id="r1", **collect),
+        ev("DataCollected", "c3", "s-2", T0, record_id="r1", **{**collect, "purpose": "inquiry", "legal_basis": "contract"}),
+        ev("AccessRequested", "c7", "s-2", T0 + DAY, request_id="q1"),
+        ev("IdentityVerified", "c8", "s-2", T0 + DAY, request_id="q1", method="email_link"),
+    ]
+    after = [  # the consent was given to the old meaning: no collection until renewed
+        ev("DataCollected", "c4", "s-1", T0 + 30 * DAY, record_id="r2", **collect),
+        ev("ConsentGiven", "c5", "s-1", T0 + 31 * DAY, purpose="newsletter"),
+        ev("DataCollected", "c6", "s-1", T0 + 32 * DAY, record_id="r3", **collect),
+    ]
+    return newer, write_log_across([(policy, before), (newer, after)], tick_at=T0 + 200 * DAY)
+
+
+def test_a_log_spanning_a_policy_change_replays_each_stretch_under_its_policy(policy: Policy) -> None:
+    newer, entries = across_a_change(policy)
+    decided = [e for e in (decode(v) for _, _, v in entries) if e and e["source"] == "lifecycle" and "policy" in e]
+    # the premise: decisions under both versions, and the newer rules decided something
+    assert {d["policy"] for d in decided} == {policy.version, newer.version}
+    assert ("RequestRejected", "consent_needs_renewal") in {(d["type"], d.get("reason")) for d in decided}
+    assert "RetentionExpired" in {d["type"] for d in decided}  # the inquiry, 6 months on
+    for configured in (policy, newer):  # whichever file the auditor has: the log says which ruled
+        report = audit(entries, configured)
+        assert report["mismatch_count"] == 0, report["mismatches"]
+        assert report["policies_adopted"] == 2 and report["decisions_rederived"] == len(decided)
+
+
+def test_a_policy_whose_text_was_altered_in_the_log_is_reported(policy: Policy) -> None:
+    _, entries = across_a_change(policy)
+    at = next(o for o, _, v in entries if (decode(v) or {}).get("type") == "PolicyAdopted" and o > 0)
+    event = decode(entries[at][2])
+    assert event is not None
+    forged = encode({**event, "text": event["text"].replace("no_relationship_months = 6", "no_relationship_months = 60")})
+    assert forged is not None
+    report = audit([(o, t, forged if o == at else v) for o, t, v in entries], policy)
+    assert {(m["kind"], m["offset"]) for m in report["mismatches"]} >= {("policy_altered", at)}

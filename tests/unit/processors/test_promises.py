@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.fold import DAY, T0, Subject, decisions, only, tombstoned, upserted
 
-from processors.fold import apply, next_deadline
-from processors.policy import Policy, add_months
+from processors.fold import adopt, apply, next_deadline
+from processors.policy import Policy, add_months, parse_policy
 from streams.settings import load_policy
 
 
@@ -435,3 +435,54 @@ def test_promise_deadline_a_denied_rectification_keeps_none_of_its_new_values(po
 def test_promise_deadline_never_more_than_90_days_even_extended(policy: Policy) -> None:
     for received in (T0, add_months(T0, 1), add_months(T0, 6)):
         assert policy.request_deadline(received, extended=True) - received <= 90 * DAY
+
+
+# ======================================================================================
+# a versioned policy
+# ======================================================================================
+
+
+def next_edition(policy: Policy, old: str, new: str) -> Policy:
+    text = policy.text.replace(old, new)
+    assert text != policy.text
+    return parse_policy(text)
+
+
+def test_promise_policy_version_every_record_and_decision_names_the_policy_it_followed(policy: Policy) -> None:
+    s = Subject(policy)
+    (rec,) = s.collect(T0, "r-1")
+    assert rec.value["policy"] == policy.version and len(policy.version) == 16
+    (d,) = decisions(s.request("AccessRequested", T0 + DAY))
+    assert d["policy"] == policy.version
+
+
+def test_promise_policy_version_a_consent_to_a_changed_meaning_must_be_renewed(policy: Policy) -> None:
+    newer = next_edition(policy, "(the policy's own example of consent)", "(and partner offers)")
+    assert newer.purposes["newsletter"].meaning != policy.purposes["newsletter"].meaning
+    s = Subject(policy)
+    s.consent(T0, "newsletter")
+    s.consent(T0, "marketing_email")
+    outs = adopt(s.state, newer, T0 + 10 * DAY, "policy/x/0/9")
+    (snap,) = [o.value for o in outs if o.value is not None and "purposes" in o.value]
+    assert snap["purposes"]["newsletter"]["status"] == "renewal_needed"  # the mailer sees it at once
+    assert snap["purposes"]["marketing_email"]["status"] == "granted"  # its meaning is unchanged
+    s.policy = newer
+    refusal(s.collect(T0 + 11 * DAY, "r-1", purpose="newsletter"), "consent_needs_renewal")
+    s.consent(T0 + 5 * DAY, "newsletter")  # given before the change, delivered late: not to the new meaning
+    refusal(s.collect(T0 + 11 * DAY, "r-1", purpose="newsletter"), "consent_needs_renewal")
+    s.consent(T0 + 12 * DAY, "newsletter")
+    assert upserted(s.collect(T0 + 12 * DAY, "r-1", purpose="newsletter"))
+
+
+def test_promise_policy_version_a_shorter_retention_applies_to_data_held_a_longer_one_does_not(policy: Policy) -> None:
+    s = Subject(policy)
+    s.collect(T0, "r-1")
+    twelve = s.records["r-1"]["retention_deadline"]
+    shorter = next_edition(policy, "no_relationship_months = 12", "no_relationship_months = 6")
+    adopt(s.state, shorter, T0 + DAY, "policy/a/0/1")
+    assert s.records["r-1"]["retention_deadline"] == add_months(T0, 6)
+    longer = next_edition(policy, "no_relationship_months = 12", "no_relationship_months = 24")
+    s2 = Subject(policy)
+    s2.collect(T0, "r-1")
+    assert adopt(s2.state, longer, T0 + DAY, "policy/b/0/1") == []
+    assert s2.records["r-1"]["retention_deadline"] == twelve
