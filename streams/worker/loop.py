@@ -75,6 +75,8 @@ def _rules() -> str:
         return version("data-lifecycle")
     except PackageNotFoundError:
         return ""
+
+
 """Logged once the first assignment is recovered: the worker folds from here on."""
 
 
