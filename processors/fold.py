@@ -64,7 +64,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from processors.envelope import keys_of
-from processors.policy import DAY_MS, Policy, Purpose, add_months, month_table
+from processors.policy import DAY_MS, Policy, Purpose, add_months, civil_date, month_table
 from processors.state import (
     ConsentEntry,
     ConsentSnapshot,
@@ -986,7 +986,7 @@ def _on_request(state: State, ev: Event, policy: Policy) -> list[Output]:
     if rtype in ("restriction", "objection"):
         p = policy.purposes.get(ev["purpose"])
         reason = "unknown_purpose" if p is None else None
-        if p is not None and rtype == "objection" and not _objectionable(p):
+        if p is not None and rtype == "objection" and not p.objectionable:
             reason = "objection_not_applicable"
         if reason is not None:
             _close(req, "rejected", at, reason)
@@ -999,20 +999,6 @@ def _on_request(state: State, ev: Event, policy: Policy) -> list[Output]:
     return []
 
 
-def _objectionable(p: Purpose) -> bool:
-    """Art. 21: a person may object to processing on a legitimate interest (or a public task),
-    absolutely to direct marketing; an objection to a consent purpose is taken as a withdrawal
-    (never refused on a technicality). Processing a contract or the law requires is not open to
-    objection: refused with a reason, so the next invoice is still issued and kept."""
-    return p.direct_marketing or any(b in ("legitimate_interest", "public_task", "consent") for b in p.legal_bases)
-
-
-def _decided_by_controller(p: Purpose) -> bool:
-    """Whether an objection to ``p`` waits for the controller's decision (art. 21(1): unless it
-    shows compelling legitimate grounds); processing stops meanwhile (art. 18(1)(d))."""
-    return not p.direct_marketing and any(b in ("legitimate_interest", "public_task") for b in p.legal_bases)
-
-
 def _needs_verification(req: Request, policy: Policy) -> bool:
     """Whether a request waits for the subject's identity to be verified. A restriction of, or an
     objection to, direct marketing does not, nor an objection to a consent purpose: it only ever
@@ -1023,7 +1009,7 @@ def _needs_verification(req: Request, policy: Policy) -> bool:
     p = policy.purposes.get(req.get("purpose", ""))
     if p is None:
         return True
-    return not (p.direct_marketing or (req["type"] == "objection" and not _decided_by_controller(p)))
+    return not (p.direct_marketing or (req["type"] == "objection" and not p.objection_weighed))
 
 
 def _on_extended(state: State, ev: Event, policy: Policy) -> list[Output]:
@@ -1132,7 +1118,7 @@ def _fulfil(state: State, rid: str, at: int, cause: str, policy: Policy, emit: b
     req = state["requests"][rid]
     rtype = req["type"]
     if rtype in ("access", "portability"):
-        return _fulfilled(state, rid, req, at, cause, emit)  # the worker serves export(state)
+        return _fulfilled(state, rid, req, at, cause, emit)  # the worker serves export(state, policy)
     if rtype == "erasure":
         if state["status"] == "erased":
             _close(req, "rejected", at, "subject_erased")
@@ -1174,7 +1160,7 @@ def _fulfil(state: State, rid: str, at: int, cause: str, policy: Policy, emit: b
         stop["keep"] = True
     state["stops"][rid] = stop
     out = _republish(state, at, cause, policy)
-    if rtype == "objection" and p is not None and _decided_by_controller(p):
+    if rtype == "objection" and p is not None and p.objection_weighed:
         req["deciding"] = True  # stopped now; answered by the controller's ObjectionDecided
         return out
     return out + _fulfilled(state, rid, req, at, cause, emit)
@@ -1568,24 +1554,82 @@ def consent_view(state: State) -> ConsentSnapshot | None:
     return {**snap, "purposes": dict(snap["purposes"]), "stopped": dict(snap["stopped"])}
 
 
-def export(state: State) -> dict[str, Any]:
-    """Everything held about the subject, as the access / portability answer (plain JSON)."""
-    retained = state["retained"]
-    records = [
-        {
-            "record_id": rid,
-            "category": rec["category"],
-            "purpose": rec["purpose"],
-            "legal_basis": rec["legal_basis"],
-            "fields": dict(rec["fields"]),
-            "collected_at": rec["collected_at"],
-            "retention_deadline": rec["retention_deadline"],
-            "restricted": rec["restricted"],
-            "retained_because": retained.get(rid),
-            "updated_at": rec["updated_at"],
-        }
-        for rid, rec in sorted(state["records"].items())
+def _date(ms: int) -> str:
+    y, m, d = civil_date(ms)
+    return f"{y:04d}-{m:02d}-{d:02d}"
+
+
+def retention_rule(state: State, rec: RecordValue, policy: Policy) -> str:
+    """How long a record is kept and why, in words a person can read (art. 15(1)(d))."""
+    rid = rec["record_id"]
+    deadline = rec["retention_deadline"]
+    until = f", until {_date(deadline)}" if deadline is not None else ""
+    why = state["retained"].get(rid)
+    if why is not None:
+        if why.startswith("legal_hold:"):
+            return f"kept after your erasure request under a legal hold ({why[11:]}), until it is released"
+        return f"kept after your erasure request because the law requires it (tax records){until}"
+    hold = _hold_of(state, rec) if state["holds"] else None
+    if hold is not None:
+        return f"kept under a legal hold ({hold}) until it is released"
+    if state["stops"] and _kept_for_claims(state, rec):
+        return "kept, restricted, for the legal claim you asked it kept for, until the restriction is lifted"
+    open_, end = _relationship_end(state, rec["purpose"], policy)
+    if open_:
+        return "kept while our business relationship lasts, then as the rules below say"
+    if policy.is_obligation(rec["purpose"]):
+        return (
+            f"kept {policy.post_contract_years} years for tax law, from the end of the relationship or the record's date{until}"
+        )
+    if (
+        end is not None
+        and end >= rec["collected_at"]
+        and deadline is not None
+        and deadline > policy.no_relationship_deadline(rec["collected_at"])
+    ):
+        return f"kept {policy.post_relationship_grace_months} months after our relationship ended{until}"
+    return f"kept {policy.no_relationship_months} months from collection, as no business relationship followed{until}"
+
+
+def _recipients(state: State, rec: RecordValue, policy: Policy) -> list[dict[str, Any]]:
+    """Who was sent the record, with role, region and transfer safeguard (art. 15(1)(c), (2))."""
+    names = state["sent"].get(rec["record_id"])
+    wanted = set(names) if names is not None else set(policy.consumers_of.get(rec["purpose"], ()))
+    return [
+        {"consumer": c.name, "description": c.description, "role": c.role, "region": c.region, "transfer": c.transfer}
+        for c in policy.consumers
+        if c.name in wanted
     ]
+
+
+def export(state: State, policy: Policy) -> dict[str, Any]:
+    """Everything held about the subject, as the access / portability answer (plain JSON): per
+    record its source (and origin, for data we did not get from the person), its recipients and
+    the retention rule in words, as art. 15 lists them; the opt-outs kept on record, too."""
+    retained = state["retained"]
+    records = []
+    for rid, rec in sorted(state["records"].items()):
+        p = policy.purposes.get(rec["purpose"])
+        records.append(
+            {
+                "record_id": rid,
+                "category": rec["category"],
+                "purpose": rec["purpose"],
+                "purpose_description": p.description if p is not None else "",
+                "legal_basis": rec["legal_basis"],
+                "fields": dict(rec["fields"]),
+                "source": rec.get("source", ""),
+                "origin": rec.get("origin", ""),
+                "collected_at": rec["collected_at"],
+                "retention_deadline": rec["retention_deadline"],
+                "retention_rule": retention_rule(state, rec, policy),
+                "recipients": _recipients(state, rec, policy),
+                "restricted": rec["restricted"],
+                "retained_because": retained.get(rid),
+                "updated_at": rec["updated_at"],
+                "policy": rec.get("policy", ""),
+            }
+        )
     requests = []
     for rid, req in sorted(state["requests"].items()):
         item = {
@@ -1631,4 +1675,7 @@ def export(state: State) -> dict[str, Any]:
         ),
         "relationships": [{"relationship_id": k, **v} for k, v in sorted(state["relationships"].items())],
         "requests": requests,
+        # what the pipeline keeps so as never to market to the person again (no personal value)
+        "opt_outs": [{"channel": ch, **o} for ch, o in sorted(state["optouts"].items())],
+        "policy": policy.version,
     }

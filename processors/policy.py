@@ -75,6 +75,11 @@ def _civil_from_days(z: int) -> tuple[int, int, int]:
     return (y + 1 if m <= 2 else y), m, d
 
 
+def civil_date(ms: int) -> tuple[int, int, int]:
+    """(year, month, day) of an epoch-milliseconds instant, on the UTC calendar."""
+    return _civil_from_days(ms // DAY_MS)
+
+
 def _days_from_civil(y: int, m: int, d: int) -> int:
     y -= m <= 2
     era = (y if y >= 0 else y - 399) // 400
@@ -186,10 +191,17 @@ class Purpose:
 
     @property
     def objectionable(self) -> bool:
-        """Whether the subject may object to it: a legitimate interest (art. 21(1)), direct
-        marketing (art. 21(2)), or consent (objecting is then withdrawing). Never to what a
-        contract or a legal obligation requires."""
-        return self.direct_marketing or any(b in ("legitimate_interest", "consent") for b in self.legal_bases)
+        """Whether the subject may object to it: a legitimate interest or a public task (art.
+        21(1)), direct marketing (art. 21(2)), or consent (objecting is then withdrawing, never
+        refused on a technicality). Never to what a contract or a legal obligation requires."""
+        return self.direct_marketing or any(b in ("legitimate_interest", "public_task", "consent") for b in self.legal_bases)
+
+    @property
+    def objection_weighed(self) -> bool:
+        """Whether an objection to it waits for the controller's decision (art. 21(1): unless it
+        shows compelling legitimate grounds); processing stops meanwhile (art. 18(1)(d)). An
+        objection to direct marketing is absolute, one to a consent purpose a withdrawal."""
+        return not self.direct_marketing and any(b in ("legitimate_interest", "public_task") for b in self.legal_bases)
 
 
 @dataclass(frozen=True, slots=True)

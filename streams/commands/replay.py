@@ -263,7 +263,7 @@ def _trail(settings: Settings, subject: str, audit: Audit, dev: bool, err: IO[st
                 event["fields"] = opened(event["fields"])
             kind = "decision" if event["type"] in DECISION_TYPES else "event"
             trail.append({"partition": p, "offset": offset, "appended_at": ts, "kind": kind, **event})
-    doc = export(state)
+    doc = export(state, audit.policy)
     for rec in doc["records"]:
         rec["fields"] = opened(rec["fields"])
     return {"subject_id": subject, "trail": trail, "state": doc}

@@ -552,7 +552,7 @@ class Worker:
                 if body is None:  # held, but no consent ever given or withdrawn
                     body = {"subject_id": subject_id, "purposes": {}, "stopped": {}, "updated_at": None, "caused_by": None}
             else:
-                body = lifecycle.export(state)
+                body = lifecycle.export(state, self.policy)
                 for rec in body["records"]:
                     rec["fields"] = self.keystores[p].open(rec["fields"])
         finally:

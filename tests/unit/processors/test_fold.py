@@ -263,7 +263,7 @@ def test_rule_consent_withdrawable_at_any_time_with_history(policy: Policy) -> N
     outs = s.send("ConsentWithdrawn", T0 + DAY, purpose="newsletter")
     assert consent_changes(outs)[0]["purposes"]["newsletter"]["status"] == "withdrawn"
     s.consent(T0 + 2 * DAY, "newsletter")
-    history = export(s.state)["consent_history"]
+    history = export(s.state, policy)["consent_history"]
     assert [(h["purpose"], h["status"], h["at"]) for h in history] == [
         ("newsletter", "granted", T0),
         ("newsletter", "withdrawn", T0 + DAY),
@@ -442,7 +442,7 @@ def test_rule_erasure_covers_data_collected_before_it_but_delivered_after(policy
     assert d["keys_destroyed"] == ["s-1/late"] and not upserted(outs)
     assert "r-late" not in s.records and s.state["keys"] == {}
     assert s.state["requests"]["q-1"]["status"] == "executed"  # the erasure still stands
-    (erasure,) = export(s.state)["erasures"]
+    (erasure,) = export(s.state, policy)["erasures"]
     assert erasure["late_arrivals"] == ["r-late"] and erasure["at"] == T0 + DAY + HOUR
 
 
@@ -481,10 +481,10 @@ def test_rule_erasure_export_names_the_consumers_still_awaited(policy: Policy) -
     s.consent(T0, "newsletter")  # the snapshot goes to the mailer, the inquiry to the CRM mirror
     s.request("ErasureRequested", T0 + DAY)
     s.ack(T0 + 2 * DAY, "mailer", request_id="q-1")
-    (req,) = export(s.state)["requests"]
+    (req,) = export(s.state, policy)["requests"]
     assert req["acknowledged_by"] == ["mailer"] and req["awaiting"] == ["crm-mirror"]
     s.ack_all(T0 + 3 * DAY)
-    (req,) = export(s.state)["requests"]
+    (req,) = export(s.state, policy)["requests"]
     assert req["status"] == "completed" and req["awaiting"] == []
 
 
@@ -504,7 +504,7 @@ def test_rule_access_portability_fulfilled_after_verification_with_a_json_export
     outs = s.send("IdentityVerified", T0 + DAY + HOUR, request_id="q-1", method="email_link")
     d = only(outs, "RequestFulfilled")
     assert (d["request_id"], d["request_type"]) == ("q-1", request_type)
-    data = export(s.state)
+    data = export(s.state, policy)
     assert orjson.loads(orjson.dumps(data)) == data  # machine-readable JSON as is
     (rec,) = data["records"]
     assert rec["record_id"] == "r-1" and rec["fields"] == {"email": "ada@example.org"}
@@ -522,7 +522,7 @@ def test_rule_access_portability_after_erasure_is_an_empty_export(policy: Policy
     s.request("ErasureRequested", T0 + DAY, "q-1")
     outs = s.request("AccessRequested", T0 + 2 * DAY, "q-2")
     assert only(outs, "RequestFulfilled")["request_type"] == "access"
-    data = export(s.state)
+    data = export(s.state, policy)
     assert data["records"] == [] and data["consent"] is None and data["status"] == "erased"
 
 

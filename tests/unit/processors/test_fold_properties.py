@@ -201,7 +201,7 @@ def test_folding_is_deterministic(history: list) -> None:
     assert orjson.dumps(a) == orjson.dumps(b)  # same state, same key order
     assert out_a == out_b
     assert orjson.loads(orjson.dumps(a)) == a  # a plain JSON document
-    orjson.dumps(export(a))
+    orjson.dumps(export(a, POLICY))
 
 
 @common

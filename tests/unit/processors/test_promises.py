@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.fold import DAY, T0, Subject, decisions, only, tombstoned, upserted
 
-from processors.fold import adopt, apply, next_deadline
+from processors.fold import adopt, apply, export, next_deadline
 from processors.policy import Policy, add_months, parse_policy
 from streams.settings import load_policy
 
@@ -486,3 +486,41 @@ def test_promise_policy_version_a_shorter_retention_applies_to_data_held_a_longe
     s2.collect(T0, "r-1")
     assert adopt(s2.state, longer, T0 + DAY, "policy/b/0/1") == []
     assert s2.records["r-1"]["retention_deadline"] == twelve
+
+
+# ======================================================================================
+# the access export per art. 15
+# ======================================================================================
+
+
+def test_promise_export_names_each_records_source_origin_recipients_and_retention_rule(policy: Policy) -> None:
+    s = Subject(policy)
+    s.send(
+        "DataCollected", T0, record_id="r-lead", category="third_party", purpose="inquiry",
+        legal_basis="legitimate_interest", fields={"name": "Ada"}, origin="business directory",
+    )  # fmt: skip
+    s.collect(T0, "r-cv", purpose="recruitment", category="employment")
+    s.collect(T0, "r-inv", purpose="invoicing", category="billing")
+    by_id = {r["record_id"]: r for r in export(s.state, policy)["records"]}
+    lead = by_id["r-lead"]
+    assert (lead["source"], lead["origin"]) == ("test", "business directory")  # art. 14: where it came from
+    assert lead["recipients"] == [
+        {
+            "consumer": "crm-mirror",
+            "description": policy.consumers[1].description,
+            "role": "controller",
+            "region": "us-east",
+            "transfer": "standard_contractual_clauses",
+        }
+    ]
+    assert lead["retention_rule"] == "kept 12 months from collection, as no business relationship followed, until 2025-01-15"
+    assert [(r["consumer"], r["region"], r["transfer"]) for r in by_id["r-cv"]["recipients"]] == [("ats", "eu-central", None)]
+    assert by_id["r-inv"]["retention_rule"].startswith("kept 6 years for tax law")
+    assert all(r["policy"] == policy.version for r in by_id.values())
+
+
+def test_promise_export_lists_the_opt_outs_kept_on_record(policy: Policy) -> None:
+    s = Subject(policy)
+    s.send("Unsubscribed", T0, channel="email")
+    data = export(s.state, policy)
+    assert [(o["channel"], o["reason"], o["at"]) for o in data["opt_outs"]] == [("email", "unsubscribe", T0)]
