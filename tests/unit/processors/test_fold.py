@@ -15,6 +15,12 @@ DESIGN's rules table -> the tests that exercise each row:
 |                                           the policy; the fold never sees such fields)         |
 | no profiling, no sale                  -> test_rule_no_profiling_no_sale_*                      |
 | processors and transfers               -> test_rule_processors_*                                |
+| purpose limitation downstream          -> test_promise_purpose_limitation_* (and test_messages) |
+
+The rules a privacy officer signs off beyond DESIGN's table (direct marketing as one thing,
+purpose x category x basis, retention by relationship purpose, objection and restriction as
+the law reads, deadlines, a versioned policy, the access export) -> test_promises.py, one
+``test_promise_<promise>_*`` group each.
 
 The fold's own contract (idempotency, decisions read back, determinism, JSON state, events
 after erasure) -> test_fold_*; purity: test_purity.py.
