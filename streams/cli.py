@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     bn = sub.add_parser("bench", help="throughput, latency, replay and memory on the real broker", add_help=False)
     bn.add_argument("rest", nargs=argparse.REMAINDER)
+    t = sub.add_parser("topics", help="create the project's topics, or check that the live ones keep the promises")
+    t.add_argument("action", choices=["create", "check"])
     k = sub.add_parser("keys", help="master-key operations on lifecycle.keys")
     k.add_argument("action", choices=["rotate"])
     k.add_argument("--dev", action="store_true", help="the development keyring in LIFECYCLE_HOME")
@@ -107,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         from streams.commands.views import main_export
 
         return main_export(args.subject, settings)
+    if args.command == "topics":
+        from streams.commands.topics import main_topics
+
+        return main_topics(args.action, settings)
     if args.command == "demo":
         from streams.commands.demo import main_demo
 
@@ -121,8 +127,9 @@ def _worker(settings: Settings, loglevel: str, dev: bool) -> int:
     import logging
 
     from processors.shredding import KeyringError
+    from streams.plumbing.topics import ReplicationError
     from streams.worker.loop import DeliveryError
-    from streams.worker.main import run
+    from streams.worker.main import TopicsBreakPromises, run
     from streams.worker.tables import StateDirBusy
     from streams.worker.views import ViewsPortBusy
 
@@ -133,7 +140,7 @@ def _worker(settings: Settings, loglevel: str, dev: bool) -> int:
         return 2
     try:
         run(settings, loglevel=loglevel, dev=dev)
-    except (StateDirBusy, ViewsPortBusy) as exc:
+    except (StateDirBusy, ViewsPortBusy, TopicsBreakPromises, ReplicationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyringError as exc:

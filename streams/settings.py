@@ -68,6 +68,13 @@ class Settings:
     # how far an event's occurred_at may run ahead of the broker's clock (honest drift between
     # an upstream system's clock and the broker's) before the guard refuses it as future_time
     clock_skew_ms: int = 300_000
+    # copies of every topic the project creates (0: the smaller of 3 and the cluster's broker
+    # count) and the copies a write needs (0: 2 when there are 3 or more, else 1)
+    replication: int = 0
+    min_insync: int = 0
+    # how long a compacted topic keeps a tombstone: the longest a downstream consumer may be
+    # away and still see a deletion (the erased value itself goes with compaction regardless)
+    tombstone_retention_ms: int = 7 * 24 * 3600 * 1000
     master_key: str = field(default="", repr=False)
     master_key_file: Path | None = None
     # Who this process is on a secured Kafka (SASL_SSL, SCRAM); empty: PLAINTEXT, no principal.
@@ -107,6 +114,9 @@ class Settings:
             ingest_retention_ms=_int(env, "LIFECYCLE_INGEST_RETENTION_MS", 24 * 3600 * 1000),
             compaction_lag_ms=_int(env, "LIFECYCLE_COMPACTION_LAG_MS", 60_000),
             clock_skew_ms=max(0, _int(env, "LIFECYCLE_CLOCK_SKEW_MS", 300_000)),
+            replication=max(0, _int(env, "LIFECYCLE_REPLICATION", 0)),
+            min_insync=max(0, _int(env, "LIFECYCLE_MIN_INSYNC", 0)),
+            tombstone_retention_ms=max(0, _int(env, "LIFECYCLE_TOMBSTONE_RETENTION_MS", 7 * 24 * 3600 * 1000)),
             master_key=env.get("LIFECYCLE_MASTER_KEY", ""),
             master_key_file=Path(env["LIFECYCLE_MASTER_KEY_FILE"]).expanduser() if env.get("LIFECYCLE_MASTER_KEY_FILE") else None,
             kafka_user=env.get("LIFECYCLE_KAFKA_USER", ""),
@@ -136,6 +146,9 @@ class Settings:
             "LIFECYCLE_INGEST_RETENTION_MS": str(self.ingest_retention_ms),
             "LIFECYCLE_COMPACTION_LAG_MS": str(self.compaction_lag_ms),
             "LIFECYCLE_CLOCK_SKEW_MS": str(self.clock_skew_ms),
+            "LIFECYCLE_REPLICATION": str(self.replication),
+            "LIFECYCLE_MIN_INSYNC": str(self.min_insync),
+            "LIFECYCLE_TOMBSTONE_RETENTION_MS": str(self.tombstone_retention_ms),
         }
         if self.policy_file is not None:
             env["LIFECYCLE_POLICY"] = str(self.policy_file)

@@ -10,13 +10,23 @@ Why each setting:
   (``records.<consumer>``, ``consent.<consumer>``: ``processors.messages.feed``). A tombstone only erases once the
   cleaner has rewritten the segment holding the old value, so segments roll every
   ``compaction_lag_ms`` and ``max.compaction.lag.ms`` forces the cleaner onto them; the
-  tombstone itself is dropped after ``delete.retention.ms`` (long enough for a consumer that
-  is a few minutes behind to still see it).
+  tombstone itself is kept ``delete.retention.ms`` = ``LIFECYCLE_TOMBSTONE_RETENTION_MS`` (7
+  days): the longest a downstream consumer may be away and still see the deletion. Keeping it
+  short buys no privacy (the value is gone with compaction either way), only missed deletions.
+- Every topic, changelogs included, has ``LIFECYCLE_REPLICATION`` copies (by default the
+  smaller of 3 and the cluster's broker count) and needs ``LIFECYCLE_MIN_INSYNC`` of them for a
+  write (2 with 3 copies or more): ``lifecycle.events`` is kept forever and ``lifecycle.keys``
+  lost would erase everything, so a single broker's disk must not be their only copy.
+  Producers write with ``acks=all``, so a write below min.insync is refused, never half-kept.
+
+``check`` compares live topics with all of this, for ``lifecycle topics check`` and the
+worker's start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from processors.messages import CONSENT, RECORDS, feed
 from processors.policy import Policy
@@ -39,7 +49,7 @@ def configs(settings: Settings) -> dict[str, dict[str, str]]:
         "max.compaction.lag.ms": lag,
         "min.compaction.lag.ms": "0",
         "min.cleanable.dirty.ratio": "0.01",
-        "delete.retention.ms": str(max(settings.compaction_lag_ms, 60_000)),
+        "delete.retention.ms": str(settings.tombstone_retention_ms),
     }
     return {
         "ingest": {
@@ -95,15 +105,40 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
     return create_missing(settings, {settings.topic(n): wanted[n.split(".", 1)[0]] for n in names})
 
 
+class ReplicationError(ValueError):
+    """The replication settings cannot be met by the cluster (one line naming the setting)."""
+
+
+def replication(settings: Settings, brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of ``brokers``."""
+    factor = settings.replication or min(3, brokers)
+    if factor > brokers:
+        raise ReplicationError(
+            f"LIFECYCLE_REPLICATION={factor}, but the cluster has {brokers} broker(s): at most {brokers} copies"
+        )
+    insync = settings.min_insync or (2 if factor >= 3 else 1)
+    if insync > factor:
+        raise ReplicationError(f"LIFECYCLE_MIN_INSYNC={insync} exceeds the replication factor {factor}: no write could succeed")
+    return factor, insync
+
+
+def broker_count(admin: object) -> int:
+    return len(admin.describe_cluster()["brokers"])  # type: ignore[attr-defined]
+
+
 def create_missing(settings: Settings, topics: dict[str, dict[str, str]]) -> list[str]:
-    """Create whichever of ``topics`` (full name -> configs) is missing; returns the names created."""
+    """Create whichever of ``topics`` (full name -> configs) is missing, replicated as the
+    settings say; returns the names created."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     with opened(settings) as admin:
+        factor, insync = replication(settings, broker_count(admin))
         existing = set(admin.list_topics())
         new = [
-            NewTopic(name, settings.partitions, 1, topic_configs=conf) for name, conf in topics.items() if name not in existing
+            NewTopic(name, settings.partitions, factor, topic_configs={**conf, "min.insync.replicas": str(insync)})
+            for name, conf in topics.items()
+            if name not in existing
         ]
         if new:
             try:
@@ -111,6 +146,128 @@ def create_missing(settings: Settings, topics: dict[str, dict[str, str]]) -> lis
             except TopicAlreadyExistsError:
                 pass  # another process won the race; the topic is there, which is all we need
         return [t.name for t in new]
+
+
+CO_PARTITIONED = ("ingest", "acks", "events", "keys")
+"""Topics whose partition *p* belongs to one worker together (with the state changelog): a
+subject's events, acknowledgements, log entries and data keys. Their counts must agree, and
+agree with ``LIFECYCLE_PARTITIONS``, which the worker routes by."""
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One live topic setting that breaks a promise: what it is and what it must be."""
+
+    topic: str
+    setting: str
+    found: str
+    needed: str
+
+    def line(self) -> str:
+        return f"{self.topic}: {self.setting} is {self.found}, needs {self.needed}"
+
+
+def wanted_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every topic the project needs (full name -> the configs it creates it with)."""
+    wanted = configs(settings)
+    names = (*NAMES, *feeds(load_policy(settings.policy_file)))
+    topics = {settings.topic(n): wanted[n.split(".", 1)[0]] for n in names}
+    topics[changelog_topic(settings)] = changelog_config()
+    return topics
+
+
+def _ms(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _config_deviations(name: str, short: str, live: dict[str, str], settings: Settings) -> list[Deviation]:
+    """What one topic's live configs break, given which of the project's topics it is."""
+    out: list[Deviation] = []
+
+    def need(setting: str, ok: bool, needed: str) -> None:
+        if not ok:
+            out.append(Deviation(name, setting, live.get(setting, "unset"), needed))
+
+    base = short.split(".", 1)[0]
+    compacted = base in ("records", "consent", "keys") or short == "changelog"
+    policy = live.get("cleanup.policy", "")
+    if compacted:
+        need("cleanup.policy", policy == "compact", "compact (a tombstone must delete the value it follows)")
+    elif base in ("events", "ingest", "acks", "rejected"):
+        need("cleanup.policy", "compact" not in policy, "delete (compaction would drop events of the same subject)")
+    if base == "events":
+        need("retention.ms", _ms(live.get("retention.ms")) == -1, "-1 (the log of record is kept forever)")
+        need("retention.bytes", _ms(live.get("retention.bytes")) == -1, "-1 (the log of record is kept forever)")
+    if base == "ingest":
+        held = _ms(live.get("retention.ms"))
+        need(
+            "retention.ms",
+            held is not None and 0 <= held <= settings.ingest_retention_ms,
+            f"at most {settings.ingest_retention_ms} (plaintext personal data must not linger)",
+        )
+    if base in ("ingest", "acks"):
+        need(
+            "message.timestamp.type", live.get("message.timestamp.type") == "LogAppendTime", "LogAppendTime (the broker's clock)"
+        )
+    if compacted and short != "changelog":
+        lag = settings.compaction_lag_ms
+        for setting in ("segment.ms", "max.compaction.lag.ms"):
+            held = _ms(live.get(setting))
+            need(setting, held is not None and 0 < held <= lag, f"at most {lag} (an erased value must be compacted away)")
+        held = _ms(live.get("delete.retention.ms"))
+        need(
+            "delete.retention.ms",
+            held is not None and held >= settings.tombstone_retention_ms,
+            f"at least {settings.tombstone_retention_ms} (a consumer away that long must still see a deletion)",
+        )
+    return out
+
+
+def check(settings: Settings) -> list[Deviation]:
+    """Every deviation of the live topics from what the promises need: missing topics,
+    partition counts, replication and min.insync, and the configs of ``_config_deviations``."""
+    from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]  # exported at run time, not in the stubs
+
+    wanted = wanted_topics(settings)
+    client = cluster_admin(settings)
+    metadata = client.list_topics(timeout=30)
+    brokers = len(metadata.brokers)
+    factor, insync = replication(settings, brokers)
+    out: list[Deviation] = []
+    present = [n for n in wanted if n in metadata.topics]
+    for name in wanted:
+        if name not in metadata.topics:
+            out.append(Deviation(name, "topic", "missing", "created (lifecycle topics create)"))
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in present]
+    described = client.describe_configs(resources, request_timeout=30) if resources else {}
+    changelog = changelog_topic(settings)
+    short_of = {settings.topic(n): n for n in (*NAMES, *feeds(load_policy(settings.policy_file)))}
+    short_of[changelog] = "changelog"
+    for resource, future in described.items():
+        name = resource.name
+        live = {k: e.value for k, e in future.result(timeout=30).items()}
+        out.extend(_config_deviations(name, short_of[name], live, settings))
+        held = _ms(live.get("min.insync.replicas"))
+        if held is None or held < insync:
+            out.append(Deviation(name, "min.insync.replicas", live.get("min.insync.replicas", "unset"), f"at least {insync}"))
+    for name in present:
+        parts = metadata.topics[name].partitions
+        copies = min((len(p.replicas) for p in parts.values()), default=0)
+        if copies < factor:
+            out.append(Deviation(name, "replication factor", str(copies), f"{factor} (LIFECYCLE_REPLICATION)"))
+        short = short_of[name]
+        if short in CO_PARTITIONED or short == "changelog":
+            if len(parts) != settings.partitions:
+                out.append(
+                    Deviation(
+                        name, "partitions", str(len(parts)),
+                        f"{settings.partitions} (LIFECYCLE_PARTITIONS; co-partitioned with lifecycle.ingest and the state)",
+                    )
+                )  # fmt: skip
+    return sorted(out, key=lambda d: (d.topic, d.setting))
 
 
 def delete_prefixed(settings: Settings, prefix: str) -> list[str]:

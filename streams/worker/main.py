@@ -15,13 +15,24 @@ from typing import Any
 
 from streams.plumbing.logsafe import hold_payload_loggers
 from streams.plumbing.security import librdkafka_security
-from streams.plumbing.topics import changelog_config, changelog_topic, create_missing, ensure_topics
+from streams.plumbing.topics import Deviation, changelog_config, changelog_topic, check, create_missing, ensure_topics
 from streams.settings import Settings, load_policy
 from streams.worker.loop import Worker
 from streams.worker.tables import StateDir
 from streams.worker.views import bind
 
 log = logging.getLogger("lifecycle.worker")
+
+
+class TopicsBreakPromises(RuntimeError):
+    """A live topic has a setting that would break a promise (``lifecycle topics check``)."""
+
+    def __init__(self, deviations: list[Deviation]) -> None:
+        self.deviations = deviations
+        super().__init__(
+            f"the worker refuses to run: {len(deviations)} topic setting(s) would break a promise, "
+            f"first {deviations[0].line()} (lifecycle topics check lists them all)"
+        )
 
 
 def ensure_changelog(settings: Settings) -> None:
@@ -56,6 +67,9 @@ def run(settings: Settings | None = None, loglevel: str = "info", dev: bool = Fa
         server = bind(settings)
         ensure_topics(settings)
         ensure_changelog(settings)
+        deviations = check(settings)
+        if deviations:
+            raise TopicsBreakPromises(deviations)
         worker = Worker(settings, load_policy(settings.policy_file), settings.keyring(dev=dev))
         security = librdkafka_security(settings)
         log.info(
@@ -81,4 +95,4 @@ def run(settings: Settings | None = None, loglevel: str = "info", dev: bool = Fa
     log.info("worker stopped")
 
 
-__all__ = ["configure_logging", "ensure_changelog", "run"]
+__all__ = ["TopicsBreakPromises", "configure_logging", "ensure_changelog", "run"]
