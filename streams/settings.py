@@ -39,6 +39,17 @@ def _int(env: Mapping[str, str], var: str, default: int) -> int:
         raise SettingsError(f"{var}={raw!r}: not an integer") from None
 
 
+GUARANTEES = ("at_least_once", "exactly_once")
+
+
+def _choice(env: Mapping[str, str], var: str, options: tuple[str, ...]) -> str:
+    """One of ``options`` (the first when unset); anything else is a one-line error."""
+    value = env.get(var) or options[0]
+    if value not in options:
+        raise SettingsError(f"{var}={value!r}: expected one of {', '.join(options)}")
+    return value
+
+
 def _path(env: Mapping[str, str], var: str) -> Path | None:
     return Path(env[var]).expanduser() if env.get(var) else None
 
@@ -75,6 +86,9 @@ class Settings:
     # how long a compacted topic keeps a tombstone: the longest a downstream consumer may be
     # away and still see a deletion (the erased value itself goes with compaction regardless)
     tombstone_retention_ms: int = 7 * 24 * 3600 * 1000
+    # at_least_once: a batch folded again after a crash may write its log entries twice (the
+    # replay counts byte-identical copies); exactly_once: each batch is one Kafka transaction
+    guarantee: str = "at_least_once"
     master_key: str = field(default="", repr=False)
     master_key_file: Path | None = None
     # Who this process is on a secured Kafka (SASL_SSL, SCRAM); empty: PLAINTEXT, no principal.
@@ -117,6 +131,7 @@ class Settings:
             replication=max(0, _int(env, "LIFECYCLE_REPLICATION", 0)),
             min_insync=max(0, _int(env, "LIFECYCLE_MIN_INSYNC", 0)),
             tombstone_retention_ms=max(0, _int(env, "LIFECYCLE_TOMBSTONE_RETENTION_MS", 7 * 24 * 3600 * 1000)),
+            guarantee=_choice(env, "LIFECYCLE_GUARANTEE", GUARANTEES),
             master_key=env.get("LIFECYCLE_MASTER_KEY", ""),
             master_key_file=Path(env["LIFECYCLE_MASTER_KEY_FILE"]).expanduser() if env.get("LIFECYCLE_MASTER_KEY_FILE") else None,
             kafka_user=env.get("LIFECYCLE_KAFKA_USER", ""),
@@ -149,6 +164,7 @@ class Settings:
             "LIFECYCLE_REPLICATION": str(self.replication),
             "LIFECYCLE_MIN_INSYNC": str(self.min_insync),
             "LIFECYCLE_TOMBSTONE_RETENTION_MS": str(self.tombstone_retention_ms),
+            "LIFECYCLE_GUARANTEE": self.guarantee,
         }
         if self.policy_file is not None:
             env["LIFECYCLE_POLICY"] = str(self.policy_file)

@@ -46,18 +46,43 @@ class Clients(Protocol):
 
     def commit(self, offsets: dict[tuple[str, int], int], wait: bool) -> None: ...
 
+    def begin(self) -> None: ...
+
+    def commit_transaction(self, offsets: dict[tuple[str, int], int]) -> None: ...
+
+    def abort(self) -> None: ...
+
 
 class OffsetUnavailable(RuntimeError):
     """The broker did not say where a partition ends, for as long as the worker would wait."""
 
 
+class TransactionAborted(RuntimeError):
+    """A batch's transaction could not be committed and was aborted: nothing of it happened."""
+
+
+def transactional_id(settings: Settings) -> str:
+    """One per worker home, stable across restarts: a restarted worker fences its own zombie
+    (the broker aborts whatever the old instance left open and refuses its later writes); a
+    zombie of another home is fenced by the group's generation, which the offsets carry."""
+    import hashlib
+
+    return f"{settings.app_id}-worker-{hashlib.sha256(str(settings.worker_dir).encode()).hexdigest()[:12]}"
+
+
 class KafkaClients:
-    """The worker's producer and consumer on librdkafka, and its reads of the changelogs."""
+    """The worker's producer and consumer on librdkafka, and its reads of the changelogs.
+
+    With ``LIFECYCLE_GUARANTEE=exactly_once`` the producer is transactional: the loop opens a
+    transaction per batch (``begin``) and commits its outputs, log entries, data keys, states and
+    the input offsets together (``commit_transaction``); readers are ``read_committed``, so a
+    batch cut by a crash was never there."""
 
     def __init__(self, settings: Settings, on_delivery: OnDelivery) -> None:
         from confluent_kafka import Consumer, Producer
 
         self.settings = settings
+        self.eos = settings.guarantee == "exactly_once"
         security = librdkafka_security(settings)
         self.producer = Producer(
             {
@@ -78,8 +103,11 @@ class KafkaClients:
                 "log_level": 4,
                 "logger": librdkafka_logger(),
                 **security,
+                **({"transactional.id": transactional_id(settings), "transaction.timeout.ms": 60_000} if self.eos else {}),
             }
         )
+        if self.eos:
+            self.producer.init_transactions(60)
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.bootstrap,
@@ -168,5 +196,28 @@ class KafkaClients:
                 return  # nothing consumed since the last commit
             log.warning("commit refused (%s): the batch will be folded again", exc.args[0].str())
 
+    def begin(self) -> None:
+        self.producer.begin_transaction()
 
-__all__ = ["Clients", "KafkaClients", "OffsetUnavailable", "OnDelivery"]
+    def commit_transaction(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit the open transaction with the input ``offsets`` in it; on a failure that asks
+        for it, abort (nothing of the batch happened) and raise ``TransactionAborted``."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            if offsets:
+                tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+                self.producer.send_offsets_to_transaction(tps, self.consumer.consumer_group_metadata(), 60)
+            self.producer.commit_transaction(60)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.txn_requires_abort():
+                self.producer.abort_transaction(60)
+                raise TransactionAborted(f"the batch's transaction was aborted: {error.str()}") from None
+            raise
+
+    def abort(self) -> None:
+        self.producer.abort_transaction(30)
+
+
+__all__ = ["Clients", "KafkaClients", "OffsetUnavailable", "OnDelivery", "TransactionAborted", "transactional_id"]

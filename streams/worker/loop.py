@@ -28,6 +28,7 @@ near 1,000 events/s; see the README's Performance section.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import heapq
 import logging
@@ -158,6 +159,9 @@ class Worker:
         # sealed: they go out once the data keys are acknowledged (_flush_log)
         self._log: list[tuple[bytes, bytes, int]] = []
         self._log_sealed = False
+        # exactly once: every batch (and each timer run, each policy adoption) is one transaction
+        self.eos = settings.guarantee == "exactly_once"
+        self._txn = False
         self._debug = log.isEnabledFor(logging.DEBUG)  # per-event lines cost even when off
 
     # -- Kafka plumbing -------------------------------------------------------------------
@@ -243,6 +247,7 @@ class Worker:
         version = self.policy.version
         if self.subjects.get(p, POLICY_KEY) == version.encode():
             return
+        self._begin()
         now = now_ms()
         event = lifecycle.adoption(self.policy, p, self.kafka.end_offset(self.t_events, p) - 1, now, _rules())
         value = decision_value(event, self.chain_heads[p])
@@ -260,6 +265,7 @@ class Worker:
         self._write(states)
         self.subjects.put(p, POLICY_KEY, version.encode())
         self._deliver()
+        self._end_transaction()
         log.info("partition %d now folds under policy %s (%d subjects changed by it)", p, version, len(states))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
@@ -575,6 +581,7 @@ class Worker:
         if not due:
             return
         self._deliver()
+        self._begin()
         after: dict[int, int] = {}
         states: dict[tuple[int, bytes], State] = {}
         for p, key in due:
@@ -592,6 +599,7 @@ class Worker:
             states[(p, key)] = state
             self._fold(p, state, {"type": "Tick", "subject_id": state["subject_id"], "after": after[p]}, now)
         self._write(states)
+        self._end_transaction()
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -611,6 +619,7 @@ class Worker:
                 if messages:
                     started, cpu = time.perf_counter(), time.thread_time()
                     with self.lock:
+                        self._begin()
                         self.process(messages)
                     delivered = time.perf_counter()
                     self._commit()
@@ -640,8 +649,22 @@ class Worker:
         covered it before it was folded; a worker killed then lost that batch for good (the
         crash tests found 300 events so). Commits are sent in order and cover only what was
         delivered, so the loop need not wait; a revocation or a stop does."""
-        if self._done:
+        if self.eos:
+            self._end_transaction()
+        elif self._done:
             self.kafka.commit(dict(self._done), wait)
+
+    def _begin(self) -> None:
+        if self.eos and not self._txn:
+            self.kafka.begin()
+            self._txn = True
+
+    def _end_transaction(self) -> None:
+        """Commit the open transaction, with the offsets of what it folded: the batch and its
+        place in the input become visible together, or not at all."""
+        if self._txn:
+            self._txn = False
+            self.kafka.commit_transaction(dict(self._done))
 
     def close(self) -> None:
         """Leave the group. After a clean stop, with everything delivered and committed; after
@@ -650,8 +673,12 @@ class Worker:
         try:
             if not self.failed:
                 self._deliver()
-                if self.owned:
+                if self.owned or self._txn:
                     self._commit(wait=True)
+            elif self._txn:  # what the failed batch wrote is thrown away, not left to time out
+                self._txn = False
+                with contextlib.suppress(Exception):  # the error that stopped the loop is the one to report
+                    self.kafka.abort()
         finally:
             self.consumer.close()  # leaves the group; on_revoke saves the checkpoints (clean stops only)
             self.store.close()

@@ -55,9 +55,13 @@ def test_topics_check_names_a_log_of_record_that_would_expire_and_the_worker_ref
 
     worker = cli(settings, "worker", timeout=180)
     assert worker.returncode == 2
-    assert worker.stderr.strip().splitlines()[-1].startswith(
-        "error: the worker refuses to run: 2 topic setting(s) would break a promise, first "
-        f"{settings.topic('events')}: retention.ms is 604800000"
+    assert (
+        worker.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: the worker refuses to run: 2 topic setting(s) would break a promise, first "
+            f"{settings.topic('events')}: retention.ms is 604800000"
+        )
     ), worker.stderr[-2000:]
     assert "Traceback" not in worker.stderr
 
