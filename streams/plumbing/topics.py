@@ -25,6 +25,7 @@ worker's start.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -145,6 +146,12 @@ def create_missing(settings: Settings, topics: dict[str, dict[str, str]]) -> lis
                 admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass  # another process won the race; the topic is there, which is all we need
+            # the creation is acknowledged a moment before the broker lists (and serves) a
+            # topic: whoever created it uses it next, so return once it is there
+            names = {t.name for t in new}
+            deadline = time.monotonic() + 30
+            while not names <= set(admin.list_topics()) and time.monotonic() < deadline:
+                time.sleep(0.2)
         return [t.name for t in new]
 
 

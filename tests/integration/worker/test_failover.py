@@ -156,6 +156,16 @@ def _ingest_owners(settings: Settings) -> list[set[int]]:
     return [held for _, held in ingest_owners(settings)[1]]
 
 
+def _owners_if_described(settings: Settings) -> list[set[int]] | None:
+    """``_ingest_owners``, or None while the group's coordinator does not answer yet."""
+    from confluent_kafka import KafkaException
+
+    try:
+        return _ingest_owners(settings)
+    except KafkaException:
+        return None
+
+
 def _view(url: str, settings: Settings, subject: str) -> tuple[int, bytes]:
     return http_get(dataclasses.replace(settings, worker_url=url), f"/subjects/{subject}/export", bearer(settings))
 
@@ -284,3 +294,41 @@ def test_publish_gives_up_with_a_count_when_the_broker_stays_away_and_on_a_signa
     assert out.decode().startswith("published 10 events to ") and "interrupted by SIGINT" in out.decode(), out
     assert "Traceback" not in err.decode()
     assert len(read_topic(s, "ingest")) == 60  # nothing delivered twice, nothing reported that was not
+
+
+def test_three_workers_share_six_partitions_and_end_where_the_pure_fold_ends(settings: Settings, tmp_path: Path) -> None:
+    """Any partition count works, not just the default four: six partitions, three workers, each
+    folding its own two, and together exactly what the pure fold of the input gives."""
+    keys = tmp_path / "master-keys"
+    keys.write_text(new_master_key_text() + "\n")
+    s = dataclasses.replace(
+        settings,
+        topic_prefix=settings.topic_prefix + "six.",
+        app_id=settings.app_id + "-six",
+        partitions=6,
+        timer_interval=3600.0,
+        api_token="one-token-for-the-group",
+        master_key="",
+        master_key_file=keys,
+    )
+    ensure_topics(s)
+    events = history(2_400, 300, seed=47)
+    workers = []
+    try:
+        for i in range(3):
+            port = free_port_pair()
+            own = dataclasses.replace(s, home=s.home / f"w{i}", web_port=port, worker_url=f"http://127.0.0.1:{port}")
+            workers.append(spawn_worker(own, tmp_path / f"worker-{i}.log"))
+        owners = _wait_for(
+            lambda: (o := _owners_if_described(s)) and len(o) == 3 and all(len(h) == 2 for h in o) and o,
+            timeout=120,
+            what="the three workers did not take two partitions each",
+        )
+        assert set().union(*owners) == set(range(6))
+        fill(s, "ingest", [(e["subject_id"].encode(), encode(e)) for e in events])  # type: ignore[misc]
+        wait_caught_up(s, timeout=240, proc=workers[0])
+    finally:
+        for proc in workers:
+            stop_worker(proc)
+    decisions = _assert_exact(s, events)
+    print(f"six partitions, three workers: {len(events)} events, {decisions} decisions exact")
