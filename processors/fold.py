@@ -55,7 +55,25 @@ Choices the design left open, made here:
   there is nothing for a consumer to acknowledge, so none is waited for or blamed;
 - data collected before an erasure ran but delivered after it is covered by that erasure
   (``covered_by_erasure``, its key destroyed), unless an obligation or a hold would have kept it
-  (``_arrived_late``).
+  (``_arrived_late``);
+- an erasure awaits the acknowledgements of the consumers that were sent the subject's data
+  (each record goes only to the consumers of its purpose), never fewer; a state an older worker
+  persisted counts every consumer as having had everything (``upgrade``);
+- an objection to what a contract or the law requires is refused with a reason
+  (``objection_not_applicable``), so the next invoice is still issued and kept; one to a
+  legitimate interest stops the purpose at once and waits for the controller's
+  ``ObjectionDecided`` (the burden of compelling grounds is the controller's, art. 21(1));
+  one to a consent purpose is a withdrawal, answered at once;
+- a restriction asked for a legal claim (``keep_for_claims``) keeps its records past their
+  deadline until ``RestrictionLifted``, which carries the notice the person was given (art.
+  18(3)); any other restriction only stops processing, never retention;
+- a request whose identity is not verified within the policy's wait is denied
+  (``RequestDenied``, ``identity_not_verified``) rather than left to miss its deadline, and a
+  rectification's new values go with it;
+- a new policy (``adopt``) applies a shorter retention to data already held but never a
+  longer one, and marks for renewal each consent given to a purpose whose meaning changed; the
+  renewal is dated at the adoption, so no older consent arriving late can stand for the new
+  meaning.
 """
 
 from __future__ import annotations
