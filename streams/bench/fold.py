@@ -54,7 +54,7 @@ def run(n_events: int, n_subjects: int, repeat: int, seed: int, policy: Policy) 
     live in a table does not, so cyclic collections here cost more than they would there),
     and with it on, the pessimistic figure.
     """
-    events = build_history(n_events, n_subjects, seed)
+    events = build_history(n_events, n_subjects, seed, policy)
     sids = sorted({e["subject_id"] for e in events})
 
     def fold() -> Callable[[], None]:

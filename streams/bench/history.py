@@ -4,13 +4,19 @@
 without consent, consent given and withdrawn, relationships, requests, erasures, and the timer's
 ticks); ``history`` is the same as upstream systems publish it (no ticks), with one collection in
 a hundred carrying a card number that the guard must refuse.
+
+An erasure is acknowledged by the consumers that were sent the subject's data, as their sinks
+would (each reads only its own feeds, so another consumer has nothing to acknowledge): an
+acknowledgement from anyone else would count for nothing and measure nothing.
 """
 
 from __future__ import annotations
 
 import random
 
+from processors.policy import Policy
 from processors.state import Event
+from streams.settings import load_policy
 
 _T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 
@@ -36,8 +42,10 @@ _CONSENT_SHAPES = {
 }
 
 
-def build_history(n_events: int, n_subjects: int, seed: int = 7) -> list[Event]:
-    """A random but realistic interleaved history of ``n_events`` over ``n_subjects``."""
+def build_history(n_events: int, n_subjects: int, seed: int = 7, policy: Policy | None = None) -> list[Event]:
+    """A random but realistic interleaved history of ``n_events`` over ``n_subjects``;
+    ``policy`` (by default the packaged one) says which consumers get what."""
+    consumers_of = (load_policy() if policy is None else policy).consumers_of
     rng = random.Random(seed)
     subjects = [f"s-{i:06d}" for i in range(n_subjects)]
     granted: dict[str, set[str]] = {s: set() for s in subjects}
@@ -45,6 +53,7 @@ def build_history(n_events: int, n_subjects: int, seed: int = 7) -> list[Event]:
     pending: dict[str, list[str]] = {s: [] for s in subjects}
     erasures: dict[str, list[str]] = {s: [] for s in subjects}
     rels: dict[str, int] = dict.fromkeys(subjects, 0)
+    sent: dict[str, set[str]] = {s: set() for s in subjects}  # the consumers sent something of the subject
     events: list[Event] = []
     t = _T0
     seq = 0
@@ -70,14 +79,17 @@ def build_history(n_events: int, n_subjects: int, seed: int = 7) -> list[Event]:
             rid = f"r-{seq}"
             records[sid].append(rid)
             fields = {k: f"{k}-{rng.randrange(10**6)}" for k in names}
+            sent[sid].update(consumers_of.get(purpose, ()))
             ev("DataCollected", sid, record_id=rid, category=category, purpose=purpose, legal_basis=basis, fields=fields)
         elif r < 0.75:
             purpose = rng.choice(_CONSENT_PURPOSES)
             granted[sid].add(purpose)
+            sent[sid].update(consumers_of.get(purpose, ()))  # the consent snapshot goes to them
             ev("ConsentGiven", sid, purpose=purpose)
         elif r < 0.79:
             purpose = rng.choice(_CONSENT_PURPOSES)
             granted[sid].discard(purpose)
+            sent[sid].update(consumers_of.get(purpose, ()))
             ev("ConsentWithdrawn", sid, purpose=purpose)
         elif r < 0.81:
             ev("Unsubscribed", sid, channel="email")
@@ -103,14 +115,16 @@ def build_history(n_events: int, n_subjects: int, seed: int = 7) -> list[Event]:
             if pending[sid]:
                 ev("IdentityVerified", sid, request_id=pending[sid].pop(0), method="email_link")
             else:
-                ev("ConsentGiven", sid, purpose=rng.choice(_CONSENT_PURPOSES))
+                purpose = rng.choice(_CONSENT_PURPOSES)
+                sent[sid].update(consumers_of.get(purpose, ()))
+                ev("ConsentGiven", sid, purpose=purpose)
         elif r < 0.97:
-            if erasures[sid]:
+            if erasures[sid] and sent[sid]:
                 req = erasures[sid][-1]
                 ev(
                     "ErasureAcknowledged",
                     sid,
-                    consumer=rng.choice(("crm-mirror", "mailer", "warehouse")),
+                    consumer=rng.choice(sorted(sent[sid])),
                     request_id=req,
                     record_id="",
                 )
@@ -127,11 +141,11 @@ def build_history(n_events: int, n_subjects: int, seed: int = 7) -> list[Event]:
 CARD = "4111 1111 1111 1111"
 
 
-def history(n_events: int, n_subjects: int, seed: int) -> list[Event]:
+def history(n_events: int, n_subjects: int, seed: int, policy: Policy | None = None) -> list[Event]:
     """The realistic mix of the fold benchmark as upstream events (no timer ticks), with one
     collection in a hundred carrying a card number, which the guard must refuse."""
     out = []
-    for i, e in enumerate(build_history(n_events, n_subjects, seed)):
+    for i, e in enumerate(build_history(n_events, n_subjects, seed, policy)):
         if e["type"] == "Tick":
             continue
         if e["type"] == "DataCollected" and i % 100 == 7:

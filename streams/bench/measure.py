@@ -14,14 +14,15 @@ goes to stderr. What each figure is:
   pre-filled ingest topic (the worker's start-up excluded: the clock starts at its first
   committed offset);
 - erasure latency: from publishing the ``IdentityVerified`` that completes an erasure to a
-  downstream consumer reading its tombstone, while the pipeline is fed at half its measured
-  rate;
+  downstream consumer reading its tombstone on its own feed, while the pipeline is fed at half
+  its measured rate;
 - replay: ``lifecycle replay`` over the log the pipeline wrote;
 - fold: the pure fold on one core, no broker (``streams.bench.fold``);
 - codec: our Avro codec beside the ``avro`` package and orjson on the same records;
 - memory: peak RSS of a worker (RocksDB store) recovering a table of N subjects;
 - correct: the downstream topics after the pipeline run equal what the pure fold computes
-  for the same input (records and consent, last value per key; decisions by id).
+  for the same input (records and consent, the complete feeds and every consumer's own, last
+  value per key; decisions by id).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from streams.bench.fold import run as fold_run
 from streams.bench.history import history
 from streams.plumbing.net import free_port, reachable
 from streams.plumbing.security import client_kwargs
+from streams.plumbing.topics import feeds
 from streams.settings import Settings, load_policy
 
 
@@ -218,33 +220,38 @@ def check_correct(settings: Settings, events: list[Event], policy: Policy) -> tu
 
     want = downstream_of(events, policy)
     want_records, want_consent, want_decisions = want.records, want.consent, set(want.decisions)
-    got_records = {k: e.value for k, e in latest_by_key(read_topic(settings, "records", timeout_s=120)).items()}
-    got_consent = {k: e.value for k, e in latest_by_key(read_topic(settings, "consent", timeout_s=120)).items()}
+
+    def last_values(name: str) -> dict[bytes, bytes | None]:
+        return {k: e.value for k, e in latest_by_key(read_topic(settings, name, timeout_s=120)).items()}
+
+    def differ(want: dict[bytes, bytes | None], got: dict[bytes, bytes | None]) -> int:
+        return sum(1 for k in want.keys() | got.keys() if want.get(k, b"?") != got.get(k, b"!"))
+
+    got_records, got_consent = last_values("records"), last_values("consent")
     got_decisions = set()
     for e in read_topic(settings, "events", timeout_s=120):
         ev = e.decoded()
         if ev is not None and ev["type"] in lifecycle.DECISION_TYPES and not ev["caused_by"].startswith(lifecycle.TIMER):
             got_decisions.add(ev["event_id"])
     wrong = {
-        "records": sum(
-            1 for k in want_records.keys() | got_records.keys() if want_records.get(k, b"?") != got_records.get(k, b"!")
-        ),
-        "consent": sum(
-            1 for k in want_consent.keys() | got_consent.keys() if want_consent.get(k, b"?") != got_consent.get(k, b"!")
-        ),
+        "records": differ(want_records, got_records),
+        "consent": differ(want_consent, got_consent),
+        # what each consumer was sent, and nothing it was not
+        "feeds": sum(differ(want.feeds.get(name, {}), last_values(name)) for name in feeds(policy)),
         "decisions": len(want_decisions ^ got_decisions),
     }
     return not any(wrong.values()), wrong
 
 
-def erasure_latency(settings: Settings, rate: float, seconds: float, n_subjects: int, logs: Path) -> list[float]:
+def erasure_latency(settings: Settings, rate: float, seconds: float, n_subjects: int, logs: Path, policy: Policy) -> list[float]:
     """Feed the pipeline at ``rate`` events/s for ``seconds`` with erasures mixed in; returns
-    the latency (s) of each erasure, from its IdentityVerified to its first tombstone read."""
+    the latency (s) of each erasure, from its IdentityVerified to its first tombstone read by a
+    consumer it went to."""
     from kafka import KafkaConsumer, TopicPartition
 
     from streams.worker.processes import stop_worker, wait_caught_up
 
-    feed = history(int(rate * seconds) + 1000, n_subjects, seed=23)
+    feed = history(int(rate * seconds) + 1000, n_subjects, seed=23, policy=policy)
     published: dict[str, float] = {}
     seen: dict[str, float] = {}
     stop = threading.Event()
@@ -256,9 +263,9 @@ def erasure_latency(settings: Settings, rate: float, seconds: float, n_subjects:
             client_id="lifecycle-bench-watch",
             **client_kwargs(settings),
         )
-        tps = [
+        tps = [  # as the recipients read them: each consumer its own feeds
             TopicPartition(settings.topic(name), p)
-            for name in ("records", "consent")
+            for name in feeds(policy)
             for p in sorted(consumer.partitions_for_topic(settings.topic(name)) or ())
         ]
         consumer.assign(tps)
@@ -364,7 +371,7 @@ def memory(settings: Settings, subjects: int, logs: Path, timeout: float) -> flo
     from streams.worker.processes import spawn_worker, stop_worker
 
     policy = load_policy(settings.policy_file)
-    events = history(6 * 200, 200, seed=5)
+    events = history(6 * 200, 200, seed=5, policy=policy)
     states: dict[str, State] = {}
     for raw in events:
         try:
@@ -471,7 +478,7 @@ def _measure(base: Settings, sizes: Sizes, workdir: Path, tag: str) -> dict[str,
         return s
 
     _say(f"bench: building a history of {sizes.events:,} events over {sizes.subjects:,} subjects ...")
-    events = history(sizes.events, sizes.subjects, seed=17)
+    events = history(sizes.events, sizes.subjects, seed=17, policy=policy)
     wire = [(e["subject_id"].encode(), value) for e in events if (value := encode(e)) is not None]
     out: dict[str, Any] = {"events": len(events), "subjects": sizes.subjects}
 
@@ -513,7 +520,7 @@ def _measure(base: Settings, sizes: Sizes, workdir: Path, tag: str) -> dict[str,
 
     half = out["pipeline_1_eps"] / 2  # the latency run has one worker
     _say(f"bench: erasure latency at half the measured rate ({half:,.0f} events/s) ...")
-    lat = erasure_latency(fresh("latency"), half, sizes.latency_seconds, sizes.subjects, workdir / "latency")
+    lat = erasure_latency(fresh("latency"), half, sizes.latency_seconds, sizes.subjects, workdir / "latency", policy)
     if lat:
         out["erasure_latency_ms"] = {
             "count": len(lat),

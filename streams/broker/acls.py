@@ -5,29 +5,48 @@ password exposes one role, not the pipeline.
 
 - ``upstream`` systems only hand events in: WRITE ``lifecycle.ingest``. They cannot read
   anything back, not even what they wrote.
-- ``downstream`` consumers see the state they copy (READ ``lifecycle.records`` and
-  ``lifecycle.consent``), acknowledge deletions (WRITE ``lifecycle.acks``), and commit their
-  offsets in groups of their own (``<app_id>-sink-*``, see ``streams/commands/sink.py``).
+- Each consumer the policy registers logs in under its own name (``mailer``, ``ats``, ...,
+  ``streams.plumbing.security.consumer_principals``) and reads its own feeds only (READ
+  ``lifecycle.records.<consumer>`` and ``lifecycle.consent.<consumer>``), which carry nothing
+  but the purposes it serves: purpose limitation enforced by the broker, not by the consumer's
+  good manners, so the mailer cannot read a CV even if it asks. It acknowledges deletions
+  (WRITE ``lifecycle.acks``) and commits its offsets in its own sink group,
+  ``<app_id>-sink-<consumer>`` (see ``streams/commands/sink.py``), and in no other consumer's.
+- ``downstream`` reads the complete feeds (READ ``lifecycle.records`` and ``lifecycle.consent``):
+  for tools that show the whole state (``lifecycle consent``, the demo) and for a copy that is
+  entitled to every purpose. It may acknowledge (WRITE ``lifecycle.acks``) and commit in groups
+  of its own (``<app_id>-sink-*``). A consumer with a narrower remit must not be given it.
 - ``auditor`` replays the log of record: READ ``lifecycle.events``, nothing else.
-- ``worker`` is the pipeline: its input and output topics, ``lifecycle.keys`` (the wrapped
-  data keys, which no one else reads or writes), its consumer group and the subjects' state
-  changelog it creates, named after the app id (``<app_id>-subjects-changelog``).
+- ``worker`` is the pipeline: its input and output topics (every consumer's feeds among them),
+  ``lifecycle.keys`` (the wrapped data keys, which no one else reads or writes), its consumer
+  group and the subjects' state changelog it creates, named after the app id
+  (``<app_id>-subjects-changelog``). It may read the configs of all of them (DESCRIBE_CONFIGS,
+  never ALTER_CONFIGS): it refuses to start on a topic whose configs break a promise
+  (``streams.plumbing.topics.check``). With ``LIFECYCLE_GUARANTEE=exactly_once`` its producer
+  is transactional, under ids of its own (``<app_id>-worker-*``, ``streams.worker.clients``).
 - ``admin`` is a super user in the broker's config (it creates the topics and these ACLs),
   so it needs no entry here.
 - The whole-topic scans of ``streams/plumbing/scan.py`` (the replay, ``keys rotate``) run on
   librdkafka, which looks up the coordinator of a group it names but never joins: the
   principals that scan (``auditor``, ``worker``) may DESCRIBE that one group, nothing more.
 
-The broker refuses whatever is not listed (``allow.everyone.if.no.acl.found=false``).
+The broker refuses whatever is not listed (``allow.everyone.if.no.acl.found=false``). What an
+ACL cannot say: which consumer an acknowledgement names. Any principal that may write
+``lifecycle.acks`` could acknowledge in another consumer's name.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from processors.messages import CONSENT, RECORDS, feed
+from processors.policy import Policy
+from streams.plumbing import security
 from streams.plumbing.scan import SCAN_GROUP  # the replay scans find its coordinator: DESCRIBE only
-from streams.settings import Settings
+from streams.plumbing.topics import NAMES, feeds
+from streams.settings import Settings, load_policy
 
 
 class AclError(Exception):
@@ -37,19 +56,32 @@ class AclError(Exception):
 @dataclass(frozen=True)
 class Grant:
     principal: str
-    resource: str  # "topic" or "group"
+    resource: str  # "topic", "group" or "transactional_id"
     name: str
     operation: str  # a kafka ACLOperation name: READ, WRITE, ALL, ...
     prefixed: bool = False
 
 
-def grants(settings: Settings) -> list[Grant]:
+def grants(settings: Settings, policy: Policy | None = None) -> list[Grant]:
+    """The ACLs for the settings' topic prefix and app id, and for the consumers of ``policy``
+    (by default the settings' policy file)."""
+    policy = load_policy(settings.policy_file) if policy is None else policy
     t = settings.topic
     app = settings.app_id
     worker_reads = ("ingest", "events", "keys", "acks")
-    worker_writes = ("events", "rejected", "records", "consent", "keys")
+    worker_writes = ("events", "rejected", "records", "consent", "keys", *feeds(policy))
     return [
         Grant("upstream", "topic", t("ingest"), "WRITE"),
+        *(
+            grant
+            for c in security.consumer_principals(policy)
+            for grant in (
+                Grant(c, "topic", t(feed(RECORDS, c)), "READ"),
+                Grant(c, "topic", t(feed(CONSENT, c)), "READ"),
+                Grant(c, "topic", t("acks"), "WRITE"),
+                Grant(c, "group", f"{app}-sink-{c}", "READ"),
+            )
+        ),
         Grant("downstream", "topic", t("records"), "READ"),
         Grant("downstream", "topic", t("consent"), "READ"),
         Grant("downstream", "topic", t("acks"), "WRITE"),
@@ -59,9 +91,11 @@ def grants(settings: Settings) -> list[Grant]:
         Grant("worker", "group", SCAN_GROUP, "DESCRIBE"),
         *(Grant("worker", "topic", t(n), "READ") for n in worker_reads),
         *(Grant("worker", "topic", t(n), "WRITE") for n in worker_writes),
+        *(Grant("worker", "topic", t(n), "DESCRIBE_CONFIGS") for n in (*NAMES, *feeds(policy))),
         # the state changelog, created by the worker itself
-        *(Grant("worker", "topic", f"{app}-", op, prefixed=True) for op in ("CREATE", "READ", "WRITE")),
+        *(Grant("worker", "topic", f"{app}-", op, prefixed=True) for op in ("CREATE", "READ", "WRITE", "DESCRIBE_CONFIGS")),
         Grant("worker", "group", app, "READ"),
+        Grant("worker", "transactional_id", f"{app}-worker-", "WRITE", prefixed=True),
     ]
 
 
@@ -118,3 +152,38 @@ def apply(admin_settings: Settings, wanted: list[Grant] | None = None, timeout: 
     finally:
         client.close()
     return len(acls)
+
+
+def add_users(admin_settings: Settings, passwords: Mapping[str, str], timeout: float = 30.0) -> list[str]:
+    """Creates the SCRAM users the broker does not have yet, with their ``passwords``; returns
+    their names, once the broker knows them.
+
+    Why besides the format tool's: that one adds users to a new home only, so a consumer
+    registered in the policy after the first start would otherwise get a password the broker
+    never heard of. Users the broker has keep theirs: their salted passwords are the ones in
+    use. ``admin_settings`` must connect as a super user.
+    """
+    from kafka.admin import UserScramCredentialUpsertion
+
+    from streams.plumbing.admin import admin
+
+    client = admin(admin_settings)
+    try:
+        known = set(client.describe_user_scram_credentials())
+        missing = sorted(u for u in passwords if u not in known)
+        if not missing:
+            return []
+        result = client.alter_user_scram_credentials(
+            [UserScramCredentialUpsertion(u, security.MECHANISM, passwords[u]) for u in missing]
+        )
+        failed = sorted(u for u, error in result.items() if error)
+        if failed:
+            raise AclError(f"creating the SCRAM users {', '.join(failed)} failed: {result[failed[0]]}")
+        deadline = time.monotonic() + timeout
+        while not set(missing) <= set(client.describe_user_scram_credentials()):
+            if time.monotonic() > deadline:
+                raise AclError(f"the broker does not know the new SCRAM users within {timeout:.0f} s")
+            time.sleep(0.1)
+    finally:
+        client.close()
+    return missing

@@ -15,6 +15,11 @@ writes, keeping the CA and the passwords of an earlier run:
   included), ``client.properties`` (the admin's, for the healthcheck) and ``tls/``: for the
   Kafka container's user only;
 - ``clients/``: ``kafka-credentials`` and ``ca.pem``: for the project's containers' user.
+
+The SCRAM users are the pipeline's principals and one per consumer of the policy
+(``LIFECYCLE_POLICY``, else the packaged one), as for the local broker. A consumer registered
+after the first ``up`` gets its password here and its user from the ``topics`` service
+(``streams.broker.acls.add_users``): the format tool only runs on an empty volume.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import os
 import sys
 from pathlib import Path
 
+from processors.policy import Policy
 from streams.broker.local import NODE_ID, Secured, new_cluster_id, scram_args, security_properties, write_argfile
 from streams.broker.tls import ensure_tls
 from streams.plumbing import security
+from streams.settings import Settings, load_policy
 
 HOST = "kafka"
 INTERNAL_PORT, HOST_PORT, CONTROLLER_PORT = 19092, 9092, 29093
@@ -79,11 +86,14 @@ ssl.truststore.location={secured.tls.ca}
 def write_bundle(
     root: Path, kafka_uid: int | None = None, client_uid: int | None = None, host: str = HOST,
     data_dir: str = DATA_DIR, ports: tuple[int, int, int] = (INTERNAL_PORT, HOST_PORT, CONTROLLER_PORT),
+    policy: Policy | None = None,
 ) -> None:  # fmt: skip
     """Every file the compose services read. ``host``, ``data_dir`` and ``ports`` are those of
-    docker-compose.yml; other values try the same config on a machine without Docker."""
+    docker-compose.yml; other values try the same config on a machine without Docker.
+    ``policy`` (by default the packaged one) names the consumers that get a login."""
     broker_dir, clients = root / "broker", root / "clients"
-    credentials = security.ensure_credentials(clients / "kafka-credentials")
+    users = security.principals(load_policy() if policy is None else policy)
+    credentials = security.ensure_credentials(clients / "kafka-credentials", users)
     tls = ensure_tls(broker_dir / "tls", hosts=tuple(dict.fromkeys((host, "localhost", "127.0.0.1"))))
     secured = Secured(tls, credentials[security.ADMIN])
     props = broker_dir / "server.properties"
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kafka-uid", type=int, help="owner of broker/ (the Kafka image's user)")
     ap.add_argument("--client-uid", type=int, help="owner of clients/ (the project image's user)")
     ns = ap.parse_args(argv)
-    write_bundle(ns.root, ns.kafka_uid, ns.client_uid)
+    write_bundle(ns.root, ns.kafka_uid, ns.client_uid, policy=load_policy(Settings.from_env().policy_file))
     print(f"wrote the secured broker's files to {ns.root} (passwords in {ns.root / 'clients' / 'kafka-credentials'})")
     return 0
 

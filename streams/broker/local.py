@@ -17,9 +17,11 @@ The broker listens on 127.0.0.1 only: on the broker port for clients and on the 
 for its controller. It runs detached from the shell that started it.
 
 ``lifecycle broker start --secure`` formats a new home with access control: clients speak
-SASL_SSL (SCRAM-SHA-512) under the principals of ``streams/plumbing/security.py``, whose random
-passwords go to ``$LIFECYCLE_HOME/kafka-credentials`` (readable by the user only), and the ACLs
-of ``streams/broker/acls.py`` decide what each may do. The CA clients trust is
+SASL_SSL (SCRAM-SHA-512) under the principals of ``streams/plumbing/security.py`` (the
+pipeline's, and one per consumer the policy registers), whose random passwords go to
+``$LIFECYCLE_HOME/kafka-credentials`` (readable by the user only), and the ACLs of
+``streams/broker/acls.py`` decide what each may do. A consumer registered later gets its
+login, feeds and ACLs at the next start. The CA clients trust is
 ``$LIFECYCLE_HOME/broker/tls/ca.pem``. A home formatted that way stays secured at every start.
 """
 
@@ -42,11 +44,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from processors.policy import PolicyError
 from streams.broker import acls
 from streams.broker.tls import BROKER_CN, TlsFiles, ensure_tls
 from streams.plumbing import security
 from streams.plumbing.topics import NAMES, ensure_topics
-from streams.settings import Settings, SettingsError
+from streams.settings import Settings, SettingsError, load_policy
 
 Progress = Callable[[str], None]
 
@@ -635,15 +638,26 @@ def _wait_listed(settings: Settings, deadline: float) -> None:
         admin.close()
 
 
-def _grant(admin: Settings, bootstrap: str, progress: Progress) -> None:
-    """The ACLs for this settings' topic prefix and app id (Kafka keeps the ones that exist)."""
+def _principals(settings: Settings) -> tuple[str, ...]:
+    """Everyone with a login on this home's broker: the pipeline's principals and a consumer's
+    for each one the settings' policy registers."""
+    return security.principals(load_policy(settings.policy_file))
+
+
+def _grant(admin: Settings, bootstrap: str, progress: Progress, credentials: Mapping[str, str]) -> None:
+    """The SCRAM users a formatted home lacks (a consumer registered since), then the ACLs for
+    this settings' topic prefix, app id and policy (Kafka keeps the ones that exist)."""
     from kafka.errors import KafkaError
 
+    target = dataclasses.replace(admin, bootstrap=bootstrap)
     try:
-        count = acls.apply(dataclasses.replace(admin, bootstrap=bootstrap))
+        added = acls.add_users(target, credentials)
+        count = acls.apply(target)
     except (KafkaError, acls.AclError) as e:
         raise BrokerError(f"broker is up but granting the ACLs failed: {e}") from None
-    progress(f"access control on: {count} ACLs for {', '.join(p for p in security.PRINCIPALS if p != security.ADMIN)}")
+    if added:
+        progress(f"new SCRAM users: {', '.join(added)}")
+    progress(f"access control on: {count} ACLs for {', '.join(p for p in _principals(admin) if p != security.ADMIN)}")
 
 
 def status(settings: Settings) -> BrokerStatus:
@@ -695,8 +709,8 @@ def _secure_setup(settings: Settings, wanted: bool) -> tuple[Secured | None, dic
         )
     try:
         files = ensure_tls(_tls_dir(settings))
-        credentials = security.ensure_credentials(_credentials_path(settings))
-    except (OSError, SettingsError) as e:
+        credentials = security.ensure_credentials(_credentials_path(settings), _principals(settings))
+    except (OSError, SettingsError, PolicyError) as e:
         raise BrokerError(f"preparing TLS and credentials failed: {e}") from None
     return Secured(files, credentials[security.ADMIN]), credentials
 
@@ -752,7 +766,7 @@ def start(settings: Settings, progress: Progress = _quiet, secure: bool = False)
         _wait_ready(proc, admin, bootstrap)
         _create_topics(admin, bootstrap, progress)
         if secured is not None:
-            _grant(admin, bootstrap, progress)
+            _grant(admin, bootstrap, progress, credentials)
     except BaseException:
         stop(settings, timeout=10)
         raise
@@ -797,7 +811,7 @@ def _describe(st: BrokerStatus) -> str:
 
 def _print_access(settings: Settings) -> None:
     """Where a client finds what it needs; the passwords themselves are never printed."""
-    others = ", ".join(p for p in security.PRINCIPALS if p != security.ADMIN)
+    others = ", ".join(p for p in _principals(settings) if p != security.ADMIN)
     print(f"access: SASL_SSL with {security.MECHANISM}, ACLs for {others} (admin: super user)")
     print(f"credentials: {_credentials_path(settings)} (readable by you only; LIFECYCLE_KAFKA_USER picks one)")
     print(f"ca: {_tls_dir(settings) / 'ca.pem'}")
@@ -852,7 +866,7 @@ def main_broker(args: list[str]) -> int:
         if st.secure:
             _print_access(settings)
         return 0 if st.running else 3
-    except (BrokerError, SettingsError) as e:
+    except (BrokerError, SettingsError, PolicyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,10 +1,11 @@
-"""The downstream library: keep a copy of ``lifecycle.records`` and ``lifecycle.consent`` in a
-store you own, honour every tombstone, and acknowledge each deletion on ``lifecycle.acks``.
+"""The downstream library: keep a copy of one consumer's feeds (``lifecycle.records.<name>``
+and ``lifecycle.consent.<name>``) in a store you own, honour every tombstone, and acknowledge
+each deletion on ``lifecycle.acks``.
 
 Run it against a SQLite file::
 
-    lifecycle sink sqlite ./crm-copy.db --name crm              # follow until SIGTERM / Ctrl-C
-    lifecycle sink sqlite ./crm-copy.db --name crm --until-idle # catch up, then exit
+    lifecycle sink sqlite ./crm-copy.db --name crm-mirror              # follow until SIGTERM / Ctrl-C
+    lifecycle sink sqlite ./crm-copy.db --name crm-mirror --until-idle # catch up, then exit
 
 or from Python, with any store that implements :class:`Sink`::
 
@@ -12,7 +13,13 @@ or from Python, with any store that implements :class:`Sink`::
     from streams.commands.sink import SqliteSink, run_sink
 
     with SqliteSink("crm-copy.db") as sink:
-        report = run_sink(Settings.from_env(), sink, "crm", until_idle=True)
+        report = run_sink(Settings.from_env(), sink, "crm-mirror", until_idle=True)
+
+Why a consumer's own feeds and not the complete ones: they carry only the purposes the
+policy says it serves (the consent snapshots cut to them), so a copy never holds what its
+owner has no purpose for, and an erasure waits for the consumers that were sent the data,
+not for every consumer. On a secured broker the consumer logs in under its own name
+(``LIFECYCLE_KAFKA_USER=<name>``), and the broker lets it read those two topics only.
 
 Delivery guarantees, and where each comes from:
 
@@ -54,6 +61,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
 
+from processors.messages import CONSENT, RECORDS, feed
 from schemas.codec import CodecError, Where, decode, encode
 from schemas.contract import split_record_key
 from streams.settings import Settings, SettingsError
@@ -66,8 +74,8 @@ log = logging.getLogger(__name__)
 Offsets = dict[tuple[str, int], int]
 """``(topic, partition)`` → the next offset to read, as Kafka counts it."""
 
-KINDS = {"records": "Record", "consent": "ConsentSnapshot"}
-"""Which topic carries which record type; the topic's short name is the sink's ``kind``."""
+KINDS = {RECORDS: "Record", CONSENT: "ConsentSnapshot"}
+"""Which kind of feed carries which record type; the kind is the sink's ``kind``."""
 
 POLL_MS = 500
 BATCH_MAX = 500
@@ -257,13 +265,26 @@ def _request_id(headers: list[tuple[str, bytes | None]] | None) -> str:
     return ""
 
 
-def _partitions(consumer: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:
+def _partitions(consumer: KafkaConsumer, topics: list[str], settings: Settings, name: str) -> list[TopicPartition]:
+    """A secured broker hides a topic this principal may not read, so a refusal looks like a
+    missing topic: asked, so the user learns which, and who may read it."""
     from kafka import TopicPartition
+    from kafka.errors import TopicAuthorizationFailedError
+
+    from streams.plumbing.admin import check_topic_access
+    from streams.plumbing.security import client_kwargs
 
     tps: list[TopicPartition] = []
     for topic in topics:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
+            try:
+                check_topic_access(settings.bootstrap, topic, client_kwargs(settings))
+            except TopicAuthorizationFailedError:
+                raise SinkError(
+                    f"{settings.kafka_user} may not read {topic}: a consumer reads its own feeds, "
+                    f"logged in under its own name (LIFECYCLE_KAFKA_USER={name})"
+                ) from None
             raise SinkError(f"topic {topic} does not exist; start the pipeline (lifecycle worker) first")
         tps.extend(TopicPartition(topic, p) for p in sorted(parts))
     return tps
@@ -277,8 +298,9 @@ def run_sink(
     until_idle: bool = False,
     stop: threading.Event | None = None,
 ) -> SinkReport:
-    """Apply ``lifecycle.records`` and ``lifecycle.consent`` to ``sink`` and acknowledge every
-    tombstone as consumer ``name``, until ``stop`` is set (or, with ``until_idle``, until caught up).
+    """Apply consumer ``name``'s feeds (``lifecycle.records.<name>``, ``lifecycle.consent.<name>``)
+    to ``sink`` and acknowledge every tombstone as that consumer, until ``stop`` is set (or, with
+    ``until_idle``, until caught up).
 
     Partitions are assigned by hand, not through a group subscription: the sink, not Kafka,
     owns the position, and one store is written by one process, so a rebalance could only ever
@@ -305,8 +327,8 @@ def run_sink(
     )
     producer: KafkaProducer | None = None
     try:
-        kind_of = {settings.topic(kind): kind for kind in KINDS}
-        tps = _partitions(consumer, list(kind_of))
+        kind_of = {settings.topic(feed(kind, name)): kind for kind in KINDS}
+        tps = _partitions(consumer, list(kind_of), settings, name)
         consumer.assign(tps)
         applied_to = _seek(consumer, tps, sink.offsets())
         producer = KafkaProducer(
@@ -479,11 +501,12 @@ class _UsageError(Exception):
 def _parser() -> argparse.ArgumentParser:
     p = _OneLineParser(
         prog="lifecycle sink",
-        description="Keep a copy of lifecycle.records and lifecycle.consent, honour tombstones, acknowledge them.",
+        description="Keep a copy of one consumer's feeds (lifecycle.records.NAME, lifecycle.consent.NAME), "
+        "honour tombstones, acknowledge them.",
     )
     p.add_argument("backend", choices=["sqlite"], help="where the copy lives")
     p.add_argument("path", help="the SQLite file (created if missing)")
-    p.add_argument("--name", required=True, help="this consumer's name as registered in the policy")
+    p.add_argument("--name", required=True, help="this consumer's name as registered in the policy: its feeds are read")
     p.add_argument("--until-idle", action="store_true", help="exit once caught up instead of following")
     return p
 

@@ -23,14 +23,37 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from processors.policy import Policy
 from streams.settings import Settings, SettingsError
 
 PROTOCOL = "SASL_SSL"
 MECHANISM = "SCRAM-SHA-512"
 ADMIN = "admin"
 PRINCIPALS = (ADMIN, "worker", "upstream", "downstream", "auditor")
-"""``admin`` is the broker's own principal and a super user; what the others may do is in
-``streams/broker/acls.py``."""
+"""The pipeline's own principals. ``admin`` is the broker's own principal and a super user;
+what the others may do is in ``streams/broker/acls.py``. Each consumer the policy registers
+has a principal of its own besides them (``consumer_principals``)."""
+
+
+def consumer_principals(policy: Policy) -> tuple[str, ...]:
+    """One principal per consumer of ``policy``, named after it, so the broker can tell which
+    consumer asks and serve it only its own feeds (purpose limitation, enforced by the ACLs).
+
+    A consumer named like one of the pipeline's own principals is refused: it would log in
+    with that principal's password and rights (``admin``'s are everything).
+    """
+    taken = sorted(set(policy.consumer_names) & set(PRINCIPALS))
+    if taken:
+        raise SettingsError(
+            f"consumer {taken[0]!r}: the name of one of the pipeline's own Kafka principals "
+            f"({', '.join(PRINCIPALS)}); rename the consumer in the policy file"
+        )
+    return policy.consumer_names
+
+
+def principals(policy: Policy) -> tuple[str, ...]:
+    """Everyone who logs in to a secured broker: the pipeline's principals and the consumers'."""
+    return (*PRINCIPALS, *consumer_principals(policy))
 
 
 def credentials_path(settings: Settings) -> Path:
@@ -58,14 +81,14 @@ def read_credentials(path: Path) -> dict[str, str]:
     return data
 
 
-def ensure_credentials(path: Path, principals: tuple[str, ...] = PRINCIPALS) -> dict[str, str]:
-    """A random password for each principal, kept in ``path`` (created 0600, never widened).
+def ensure_credentials(path: Path, names: tuple[str, ...] = PRINCIPALS) -> dict[str, str]:
+    """A random password for each principal in ``names``, kept in ``path`` (created 0600, never widened).
 
     Passwords already there are kept: they are stored salted in the broker's metadata and
     would otherwise no longer match.
     """
     current = read_credentials(path)
-    missing = [p for p in principals if p not in current]
+    missing = [p for p in names if p not in current]
     if not missing:
         return current
     fresh = {**current, **{p: secrets.token_urlsafe(24) for p in missing}}

@@ -52,7 +52,7 @@ from streams.plumbing import security
 from streams.plumbing.reading import decoded_events, read_topic
 from streams.plumbing.scan import live_keys
 from streams.plumbing.topics import NAMES, ensure_topics
-from streams.settings import Settings
+from streams.settings import Settings, load_policy
 from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 
 SAMPLE = Path(processors.__file__).parent / "samples" / "demo.jsonl"
@@ -93,12 +93,20 @@ def test_upstream_publishes_lines_with_the_publish_command_library(secure_kafka:
 
 
 @pytest.mark.integration
-def test_downstream_copies_records_and_consent_and_acknowledges(secure_kafka: Settings, tmp_path: Path) -> None:
+def test_downstream_reads_the_complete_feeds_and_acknowledges(secure_kafka: Settings) -> None:
     s = as_(secure_kafka, "downstream")
     assert read_topic(s, "records") == [] and read_topic(s, "consent") == []
     produce(s, s.topic("acks"))
-    # the sink: its own group (<app_id>-sink-<name>), offsets committed there
-    report = run_sink(s, SqliteSink(tmp_path / "copy.db"), "crm-mirror", until_idle=True)
+
+
+@pytest.mark.integration
+def test_a_consumer_copies_its_own_feeds_and_acknowledges(secure_kafka: Settings, tmp_path: Path) -> None:
+    s = as_(secure_kafka, "crm-mirror")
+    assert read_topic(s, "records.crm-mirror") == [] and read_topic(s, "consent.crm-mirror") == []
+    produce(s, s.topic("acks"))
+    # the sink: its own feeds, its own group (<app_id>-sink-<name>), offsets committed there
+    with SqliteSink(tmp_path / "copy.db") as sink:
+        report = run_sink(s, sink, "crm-mirror", until_idle=True)
     assert report.upserts == 0
 
 
@@ -362,7 +370,8 @@ def test_secrets_are_private_and_never_logged(secure_kafka: Settings) -> None:
     assert not list(secure_kafka.broker_dir.rglob("*key*.pem"))  # the CA's key was never written
     assert not (secure_kafka.broker_dir / "format.args").exists()  # the format tool's arguments are gone
     creds = passwords(secure_kafka)
-    assert set(creds) == set(security.PRINCIPALS) and len(set(creds.values())) == len(creds)
+    assert set(creds) == set(security.principals(load_policy(None))) and len(set(creds.values())) == len(creds)
+    assert {"mailer", "ats", "crm-mirror", "warehouse"} <= set(creds)  # a login per consumer of the policy
     log = (secure_kafka.broker_dir / "broker.log").read_text()
     assert all(p not in log for p in creds.values())
     assert all(p not in repr(as_(secure_kafka, u, kafka_password=p)) for u, p in creds.items())

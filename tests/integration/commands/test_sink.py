@@ -1,8 +1,9 @@
 """The downstream sink on a real broker: rows, tombstones, acks, and crashes at the worst moment.
 
-Values and tombstones are written straight to the test's own ``lifecycle.records`` and
-``lifecycle.consent`` (no worker), the sink runs into a SQLite file, and what it acknowledged is
-read back from ``lifecycle.acks`` the way the pipeline reads it.
+Values and tombstones are written straight to a consumer's own feeds of the test
+(``lifecycle.records.<consumer>``, ``lifecycle.consent.<consumer>``; no worker), the sink runs
+into a SQLite file, and what it acknowledged is read back from ``lifecycle.acks`` the way the
+pipeline reads it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pytest
 from kafka import KafkaProducer
 
 import streams
+from processors.messages import feed
 from schemas.codec import encode
 from streams.commands.sink import SqliteSink, main_sink, run_sink
 from streams.plumbing.reading import decoded_events, read_topic
@@ -74,17 +76,20 @@ def consent(subject: str) -> dict[str, Any]:
     }
 
 
-Message = tuple[str, str, "dict[str, Any] | bytes | None", "str | None"]  # topic, key, value, request_id
+Message = tuple[str, str, "dict[str, Any] | bytes | None", "str | None"]  # kind, key, value, request_id
 
 
-def produce(settings: Settings, messages: list[Message]) -> None:
+def produce(settings: Settings, messages: list[Message], to: tuple[str, ...] = ("crm-mirror",)) -> None:
+    """Each message to the feed of its kind of every consumer in ``to`` ("": the complete feed)."""
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap.split(","))
     try:
         futures = []
-        for topic, key, value, request_id in messages:
+        for kind, key, value, request_id in messages:
             raw = value if isinstance(value, bytes) else encode(value)
             headers = [("request_id", request_id.encode())] if request_id is not None else []
-            futures.append(producer.send(settings.topic(topic), key=key.encode(), value=raw, headers=headers))
+            for consumer in to:
+                topic = settings.topic(feed(kind, consumer) if consumer else kind)
+                futures.append(producer.send(topic, key=key.encode(), value=raw, headers=headers))
         producer.flush()
         for fut in futures:
             fut.get(timeout=10)
@@ -146,6 +151,7 @@ def assert_acked_once(settings: Settings, names: list[str]) -> None:
     for e in found:
         assert e["source"] == e["consumer"]
         assert e["event_id"].startswith(f"ack:{e['consumer']}:{settings.topic_prefix}lifecycle.")
+        assert e["event_id"].split(":")[2].endswith(f".{e['consumer']}")  # read on its own feed
         assert abs(e["occurred_at"] - time.time() * 1000) < 120_000
 
 
@@ -172,7 +178,7 @@ def test_sink_applies_upserts_and_tombstones_and_acks_each(
     assert_live(db)
     assert_acked_once(settings, ["crm-mirror"])
     skipped = [r.getMessage() for r in caplog.records if r.name == "streams.commands.sink"]
-    assert len(skipped) == 1 and "lifecycle.records[" in skipped[0] and "unknown schema fingerprint" in skipped[0]
+    assert len(skipped) == 1 and "lifecycle.records.crm-mirror[" in skipped[0] and "unknown schema fingerprint" in skipped[0]
     assert SECRET not in caplog.text and "s9" not in caplog.text
 
     # A restart resumes where the sink stopped: nothing applied twice, nothing re-acknowledged.
@@ -256,13 +262,31 @@ def test_a_crash_never_loses_a_deletion_nor_acks_it_twice(settings: Settings, tm
 
 @pytest.mark.integration
 def test_two_consumers_each_acknowledge_every_tombstone_once(settings: Settings, tmp_path: Path) -> None:
-    produce(settings, HISTORY)
+    produce(settings, HISTORY, to=("crm-mirror", "mailer"))
     for name in ("crm-mirror", "mailer"):
         with SqliteSink(tmp_path / f"{name}.db") as sink:
             report = run_sink(settings, sink, name, until_idle=True)
         assert (report.deletes, report.acks_sent) == (3, 3)
         assert_live(tmp_path / f"{name}.db")
     assert_acked_once(settings, ["crm-mirror", "mailer"])
+
+
+@pytest.mark.integration
+def test_a_sink_reads_its_own_feeds_only(settings: Settings, tmp_path: Path) -> None:
+    """What the complete feeds and another consumer's feeds carry is not this consumer's to copy,
+    nor its to acknowledge: an erasure waits for the consumers that were sent the data."""
+    produce(settings, HISTORY, to=("", "mailer"))
+    with SqliteSink(tmp_path / "crm.db") as sink:
+        report = run_sink(settings, sink, "crm-mirror", until_idle=True)
+    assert (report.upserts, report.deletes, report.acks_sent) == (0, 0, 0)
+    assert rows(tmp_path / "crm.db") == ({}, {})
+    assert acks(settings) == []
+
+    with SqliteSink(tmp_path / "mailer.db") as sink:
+        report = run_sink(settings, sink, "mailer", until_idle=True)
+    assert (report.upserts, report.deletes, report.acks_sent) == (7, 3, 3)
+    assert_live(tmp_path / "mailer.db")
+    assert_acked_once(settings, ["mailer"])
 
 
 @pytest.mark.integration
@@ -323,7 +347,8 @@ def test_main_sink_command(
     out, err = capsys.readouterr()
     assert (
         out == ""
-        and err == "error: topic missing.lifecycle.records does not exist; start the pipeline (lifecycle worker) first\n"
+        and err
+        == "error: topic missing.lifecycle.records.crm-mirror does not exist; start the pipeline (lifecycle worker) first\n"
     )
 
 

@@ -23,7 +23,7 @@ from processors.shredding import KeyringError, master_key_id, new_master_key_tex
 from streams.broker import local as broker
 from streams.broker.tls import ensure_tls
 from streams.plumbing import admin, security
-from streams.settings import Settings, SettingsError, load_keyring
+from streams.settings import Settings, SettingsError, load_keyring, load_policy
 
 
 def passwords(s: Settings) -> dict[str, str]:
@@ -126,7 +126,7 @@ def test_compose_runs_the_files_its_secrets_service_writes(tmp_path: Path) -> No
         in server
     )
     args = (tmp_path / "broker" / "format.args").read_text()
-    assert all(f"name={p}," in args for p in security.PRINCIPALS)
+    assert all(f"name={p}," in args for p in security.principals(load_policy(None)))  # a login per consumer too
     for private in ("broker/server.properties", "broker/format.args", "broker/client.properties",
                     "broker/tls/broker.pem", "clients/kafka-credentials"):  # fmt: skip
         assert stat.S_IMODE((tmp_path / private).stat().st_mode) == 0o600, private
