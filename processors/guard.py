@@ -944,15 +944,17 @@ def wrong_key(key: bytes | None, event: Mapping[str, Any]) -> Refusal | None:
 
 def echoable(text: object) -> str:
     """An id as a dead letter, its key or a log line may repeat it: unchanged, or "" when it
-    holds a card or bank account number or looks like an email address or phone number.
+    holds a card or bank account number, a Social Security or routing number, or looks like an
+    email address or phone number.
 
     Ids are opaque tokens by contract, but only ``subject_id`` is checked for contact data, and
-    an event refused because its ``event_id`` is a card number must not be dead-lettered under
-    that number. A run of plain digits is kept: a sequence number, not a phone number.
+    an event refused because its ``event_id`` is a card number or an SSN must not be
+    dead-lettered under that number. A run of plain digits is kept: a sequence number, not a
+    phone number.
     """
     if not isinstance(text, str):
         return ""
-    if contains_payment_card(text, glued=True) or contains_iban(text):
+    if contains_payment_card(text, glued=True) or contains_iban(text) or _number_reason(text, None):
         return ""
     if not (text.isascii() and text.isdigit()) and looks_like_contact_data(text):
         return ""

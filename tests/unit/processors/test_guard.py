@@ -756,7 +756,19 @@ def test_ssns_anywhere_in_the_event(field: str) -> None:
 
 def test_ssns_in_field_names_are_refused_without_naming_the_field() -> None:
     assert screen(collected({"123-45-6789": "x"}), POLICY) == Refusal("us_ssn", "fields")
-    assert echoable("123-45-6789") == ""
+
+
+@pytest.mark.parametrize("number", ["123-45-6789", "123\u201345\u20136789", "ssn:123456789", "aba:021000021"])
+def test_an_id_refused_for_its_number_is_never_repeated(number: str) -> None:
+    """The dead letter, its key and the log line name the event by its id: not by this one."""
+    refusal = screen(collected(event_id=number), POLICY)
+    assert refusal is not None and refusal.field == "event_id"
+    assert echoable(number) == ""
+
+
+@pytest.mark.parametrize("ident", ["e-000000001", "123456789", "41111111-1111-1111-a716-446655440000"])
+def test_ids_that_hold_no_number_are_repeated(ident: str) -> None:
+    assert echoable(ident) == ident
 
 
 @settings(max_examples=300, deadline=None)
