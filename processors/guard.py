@@ -14,18 +14,25 @@ into: text is NFKC-normalised (fullwidth digits, ligatures), invisible format ch
 dropped (zero-width space, soft hyphen, Hangul fillers), and field names are also folded through
 common Cyrillic, Greek, Armenian, Cherokee and small-capital look-alikes of Latin letters and read
 as displayed (a right-to-left override shows letters reversed), so ``rel\\u200bigion``, or
-``health`` typed with a Cyrillic ie for its e, cannot dodge the list. Number detection is
-deliberately strict in the other direction: a digit run is only a card if it passes Luhn and
-only an IBAN if it passes mod-97, so phone numbers and order ids get through.
+``health`` typed with a Cyrillic ie for its e, cannot dodge the list. Free text (a ``message``,
+a ``cv``) is read, folded the same way, against the policy's lexicon of words and phrases that
+reveal a special category ("diagnosed with", "member of the * party"): names alone would let
+"I was diagnosed with diabetes" through in a field called ``message``.
+
+Number detection is deliberately strict in the other direction: a digit run is only a card if
+it passes Luhn, only an IBAN if it passes mod-97, only a Social Security number in its 3-2-4
+grouping (or where a name says SSN), only a routing number where a name or the words beside it
+say so, so phone numbers and order ids get through. A BIC names a bank, not an account: it is
+billing data and passes.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -36,13 +43,17 @@ __all__ = [
     "MAX_SEALED_BYTES",
     "PURPOSE_EXEMPT",
     "GuardPolicy",
+    "Lexicon",
     "Refusal",
     "contains_iban",
     "contains_payment_card",
+    "contains_routing_number",
+    "contains_us_ssn",
     "echoable",
     "fold_name",
     "future_time",
     "is_special_category_name",
+    "lexicon_term",
     "screen",
     "sealed_size",
     "wrong_key",
@@ -58,7 +69,7 @@ class Refusal:
 
 
 class GuardPolicy(Protocol):
-    """The two questions the guard asks the policy file."""
+    """The three questions the guard asks the policy file."""
 
     def forbidden_field_category(self, name: str) -> str | None:
         """The forbidden data category a field name maps to (``user.health_and_medical``)."""
@@ -66,6 +77,11 @@ class GuardPolicy(Protocol):
 
     def purpose_refusal(self, purpose: str) -> str | None:
         """A reason code (``forbidden_purpose``, ``unknown_purpose``) or None when allowed."""
+        ...
+
+    def free_text_lexicon(self, name: str) -> Lexicon | None:
+        """The lexicon a field of this name is read against when it holds free text
+        (``message``, ``cv``), else None. ``name`` comes folded, its words joined by ``_``."""
         ...
 
 
@@ -219,17 +235,149 @@ _NOT_WORD = re.compile(r"[\W_]+")
 def is_special_category_name(name: str) -> bool:
     """Whether a field name alone says it holds special-category data (built-in word list),
     as stored or as displayed (a right-to-left override shows stored letters reversed)."""
-    if _RLO in name and _names_special_category(_as_displayed(name)):
+    if _RLO in name and _names_special_category(_name_words(_as_displayed(name))):
         return True
-    return _names_special_category(name)
+    return _names_special_category(_name_words(name))
 
 
-def _names_special_category(name: str) -> bool:
+def _name_words(name: str) -> list[str]:
+    """A field name's words, folded: ``"coverN\u043ete"`` (a Cyrillic o) gives cover, note."""
     spaced = _CAMEL.sub("_", _visible(name))
-    tokens = [t for t in _NOT_WORD.split(fold_name(spaced)) if t]
+    return [t for t in _NOT_WORD.split(fold_name(spaced)) if t]
+
+
+def _names_special_category(tokens: list[str]) -> bool:
     if any(t in _WORDS for t in tokens):
         return True
     return _STEM.search("".join(tokens)) is not None
+
+
+# --- special categories in free text --------------------------------------------------------
+
+# Text is read as words, runs of letters and digits, folded like field names.
+_TOKEN = re.compile(r"[^\W_]+")
+_TERM_WORD = re.compile(r"[^\W_]+(?:['\u2019\-][^\W_]+)*")
+_STEM_MIN = 4  # "pregnan*"; a stem of three letters matches too many unrelated words
+_WILDCARD_WORDS = 3  # "member of the * party": one to three words (Social Democratic)
+_TERM_WORDS = 8  # bounds the work a term can take at one place of a text
+
+
+def lexicon_term(term: str) -> tuple[str, ...]:
+    """A lexicon term as the parts it is matched by, folded like the text it is read in: a word
+    (``diabetes``), a stem ending in ``*`` (``pregnan*``: pregnant, pregnancy) or ``*`` alone,
+    one to three words of any kind between others (``member of the * party``).
+
+    Raises ValueError saying why a term cannot be matched, for the policy loader to report
+    under the term's key: a term that silently matched nothing would be a hole in the screen.
+    """
+    parts: list[str] = []
+    for word in fold_name(term).split():
+        if word == "*":
+            if not parts or parts[-1] == "*":
+                raise ValueError("'*' stands for words between two others, never first or twice in a row")
+            parts.append(word)
+        elif word.endswith("*"):
+            stem = word[:-1]
+            if _TOKEN.fullmatch(stem) is None or len(stem) < _STEM_MIN:
+                raise ValueError(f"a stem is {_STEM_MIN} or more letters or digits, then '*'")
+            parts.append(word)
+        elif "*" in word:
+            raise ValueError("'*' ends a stem or stands alone for words, never inside a word")
+        elif _TERM_WORD.fullmatch(word):
+            parts += _TOKEN.findall(word)
+        else:
+            raise ValueError("a term is words of letters and digits, joined by spaces, hyphens or apostrophes")
+    if not parts:
+        raise ValueError("an empty term")
+    if parts[-1] == "*":
+        raise ValueError("'*' stands for words between two others, never last")
+    if len(parts) > _TERM_WORDS:
+        raise ValueError(f"more than {_TERM_WORDS} words")
+    return tuple(parts)
+
+
+# The pieces a term's regular expression is made of, beside its letters. Possessive, so that
+# no attempt gives back what it took: each costs at most the length of the words it covers.
+# The words of a phrase may be apart by spaces, hyphens, dashes, underscores or an apostrophe
+# ("type-2 diabetes", "Jehovah\u2019s Witness"), never by a comma or a full stop, so that a
+# phrase does not match across two clauses.
+_GAP_RE = r"[\s_'\u2019\-\u2010-\u2015]++"
+_TAIL_RE = r"[^\W_]*+"  # the rest of a word a stem starts
+_WILD_RE = rf"(?:[^\W_]++{_GAP_RE}){{1,{_WILDCARD_WORDS}}}"  # its own gap included
+
+
+def _atoms(parts: tuple[str, ...]) -> list[str]:
+    """A term's parts as regular-expression atoms, one per letter, so terms share prefixes."""
+    atoms: list[str] = []
+    for i, part in enumerate(parts):
+        if i and parts[i - 1] != "*":
+            atoms.append(_GAP_RE)
+        if part == "*":
+            atoms.append(_WILD_RE)
+        elif part.endswith("*"):
+            atoms += [re.escape(c) for c in part[:-1]]
+            atoms.append(_TAIL_RE)
+        else:
+            atoms += [re.escape(c) for c in part]
+    return atoms
+
+
+def _trie_pattern(terms: Iterable[tuple[str, ...]]) -> str:
+    """One regular expression for many terms, factored as a trie ("diabet*" and "dialysis"
+    share "dia"), so a search tries a few letters at each word start, not every term."""
+    root: dict[str, Any] = {}
+    for parts in terms:
+        node = root
+        for atom in _atoms(parts):
+            node = node.setdefault(atom, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        alts = [atom + emit(child) for atom, child in sorted(node.items()) if atom]
+        if "" in node:
+            alts.append("")  # a term ends here; a longer one is tried first
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return emit(root)
+
+
+class Lexicon:
+    """Words and phrases that, in free text, reveal a special category.
+
+    Why one regular expression: every ``message`` of every form is read, and most hold none
+    of the terms, so that case must cost little. All the terms are one trie-shaped expression,
+    anchored at word starts, and a search costs a few steps a character in C, however many
+    terms there are. Its pieces are possessive (nothing taken is given back) and a term has
+    at most eight words, ``*`` at most three, so every attempt is bounded and no text, however
+    made, costs more than a bounded step per character. Which category a hit reveals is asked
+    only on a hit.
+    """
+
+    __slots__ = ("_any", "_each")
+
+    def __init__(self, terms: Iterable[tuple[str, tuple[str, ...]]]) -> None:
+        """``terms``: (Fides category, the parts ``lexicon_term`` gave), in the policy's order."""
+        by_category: dict[str, list[tuple[str, ...]]] = {}
+        for category, parts in terms:
+            by_category.setdefault(category, []).append(parts)
+        every = [parts for listed in by_category.values() for parts in listed]
+        self._any = re.compile(r"(?<![^\W_])" + _trie_pattern(every) + r"(?![^\W_])") if every else None
+        self._each = [(category, re.compile(_trie_pattern(listed))) for category, listed in by_category.items()]
+
+    def category_in(self, text: str) -> str | None:
+        """The special category the first term found in ``text`` reveals, or None. Matched on
+        whole words after the folding field names get (NFKC, invisible characters dropped,
+        look-alike letters mapped, accents and case folded), so "fundamental" is not "mental"
+        and "D\u0456abetes" (a Cyrillic i) is "diabetes"."""
+        if self._any is None or not text:
+            return None
+        folded = fold_name(text)
+        hit = self._any.search(folded)
+        if hit is None:
+            return None
+        a, b = hit.span()
+        # one of them matches: both expressions are built from the same terms
+        return next((category for category, pattern in self._each if pattern.fullmatch(folded, a, b)), "?")
 
 
 # --- payment cards --------------------------------------------------------------------------
@@ -356,6 +504,165 @@ def contains_iban(text: str) -> bool:
     return False
 
 
+# --- US Social Security and routing numbers ---------------------------------------------------
+
+# A Social Security number is nine digits, which phone numbers, order ids and dates also are:
+# only its own 3-2-4 grouping ("123-45-6789", or with spaces; a dot makes it a version or a
+# part number) says SSN on its face. Written otherwise ("123456789"), it is one only where a
+# name says so: the field's, or the words just before it ("SSN: 123456789").
+_SSN_GAPS = re.compile(r"[\s\-\u2010-\u2015\u2212\ufe58\ufe63]+")
+_SSN_WORDS = re.compile(r"(?<![^\W_])(?:ssn|social\s+security)(?![^\W_])")
+# A routing number passes its checksum by chance one time in ten, and its leading digits are
+# those of a third of all numbers: only a name or a word beside it makes one plausible.
+_ROUTING_WORDS = re.compile(r"(?<![^\W_])(?:routing|aba|rtn)(?![^\W_])")
+_BEFORE, _AFTER = 40, 24  # how near a word must be to the number: "routing number is 0210..."
+_ROUTING_PREFIXES = frozenset(f"{n:02d}" for n in (*range(13), *range(21, 33), *range(61, 73), 80))
+# What joins digits to a word into one id ("ORD-123-45-6789", "e-000000001", "inv_123456789").
+_ID_JOINERS = frozenset("-_./")
+# What an ASCII value must hold to be worth a closer look: nine digits, at most three
+# separators between two, not glued or joined to a word on either side (the rules of
+# ``_nine_digit_runs``, loosened, never tightened). Most values hold none, ids like
+# "e-000000001" included. It starts with a digit and looks behind it from there, so a search
+# skips to the digits at C speed. Text that is not ASCII always gets the closer look, since
+# invisible characters may sit between its digits.
+_NINE_DIGITS = re.compile(
+    rf"[0-9](?<![0-9A-Za-z+][0-9])(?<![0-9A-Za-z][-_./][0-9])"
+    rf"(?:{_SEPARATORS}{{0,3}}[0-9]){{8}}(?![0-9A-Za-z])(?![-_./][0-9A-Za-z])"
+)
+_LEADING_WORD = re.compile(r"^[^\W_]+")
+_TRAILING_WORD = re.compile(r"[^\W_]+$")
+
+
+class _Run(NamedTuple):
+    start: int
+    stop: int
+    groups: list[str]  # the digits as written in groups, ASCII digits
+    separators: list[str]
+
+
+def _nine_digit_runs(text: str) -> list[_Run]:
+    """Every run of exactly nine digits that stands alone: not glued to letters or joined to
+    them by a hyphen, dot, underscore or slash (part of an id: "ORD-123-45-6789"), not after
+    "+" (a phone number), not part of a longer number."""
+    if len(text) < 9:
+        return []
+    runs = []
+    end = len(text)
+    for m in _DIGIT_RUN.finditer(text):
+        start, stop = m.span()
+        if stop - start < 9 or stop - start > 33:  # nine digits, at most three separators between two
+            continue
+        if start and (text[start - 1] == "+" or text[start - 1].isalnum()):
+            continue
+        if start > 1 and text[start - 1] in _ID_JOINERS and text[start - 2].isalnum():
+            continue
+        if stop < end and (text[stop].isalnum() or (text[stop] in _ID_JOINERS and text[stop + 1 : stop + 2].isalnum())):
+            continue
+        run = m.group()
+        if not run.isascii():
+            run = "".join(str(int(c)) if c.isdigit() else c for c in run)
+        groups = _SEPARATOR_RUN.split(run)
+        if sum(map(len, groups)) == 9:
+            runs.append(_Run(start, stop, groups, _SEPARATOR_RUN.findall(run)))
+    return runs
+
+
+def _issuable_ssn(digits: str) -> bool:
+    """Not a number the SSA never issues: area 000, 666 or 900-999, group 00, serial 0000."""
+    area = digits[:3]
+    return area not in ("000", "666") and area[0] != "9" and digits[3:5] != "00" and digits[5:] != "0000"
+
+
+def _aba_valid(digits: str) -> bool:
+    """The ABA checksum (weights 3, 7, 1) and a leading pair the Federal Reserve assigns:
+    00-12 banks, 21-32 thrifts, 61-72 electronic, 80 traveller's cheques."""
+    if digits[:2] not in _ROUTING_PREFIXES or digits == "000000000":
+        return False
+    d = [ord(c) - 48 for c in digits]
+    return (3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + d[2] + d[5] + d[8]) % 10 == 0
+
+
+def _before(text: str, run: _Run) -> str:
+    """The words just before a run, folded; a word the window cuts in two is left out, so the
+    tail of "rerouting" is not the word "routing"."""
+    start = max(0, run.start - _BEFORE)
+    window = text[start : run.start]
+    if start and text[start - 1].isalnum():
+        window = _LEADING_WORD.sub("", window, count=1)
+    return fold_name(window)
+
+
+def _after(text: str, run: _Run) -> str:
+    """The words just after a run, folded, a word cut in two by the window's end left out."""
+    stop = run.stop + _AFTER
+    window = text[run.stop : stop]
+    if stop < len(text) and text[stop].isalnum():
+        window = _TRAILING_WORD.sub("", window, count=1)
+    return fold_name(window)
+
+
+def _ssn_in(text: str, runs: list[_Run], bare: bool) -> bool:
+    for run in runs:
+        digits = "".join(run.groups)
+        if not _issuable_ssn(digits):
+            continue
+        grouped = [len(g) for g in run.groups] == [3, 2, 4] and all(_SSN_GAPS.fullmatch(s) for s in run.separators)
+        if grouped or bare or _SSN_WORDS.search(_before(text, run)):
+            return True
+    return False
+
+
+def _routing_in(text: str, runs: list[_Run], named: bool) -> bool:
+    for run in runs:
+        if not _aba_valid("".join(run.groups)):
+            continue
+        if named or _ROUTING_WORDS.search(_before(text, run)) or _ROUTING_WORDS.search(_after(text, run)):
+            return True
+    return False
+
+
+def _runs_in(text: str) -> tuple[str, list[_Run]]:
+    """The text as shown and its lone nine-digit runs, uuids aside (their groups are digits).
+    A uuid stands in as a letter, so that digits glued to one stay glued to a token."""
+    if len(text) < 9:
+        return text, []
+    text = _visible(text)
+    if "-" in text:
+        text = _UUID.sub("x", text)
+    return text, _nine_digit_runs(text)
+
+
+def contains_us_ssn(text: str, *, bare: bool = False) -> bool:
+    """A US Social Security number the SSA could have issued: in its 3-2-4 grouping anywhere,
+    or as any nine digits after the words "SSN" or "social security", or anywhere in a field
+    whose name says SSN (``bare``)."""
+    text, runs = _runs_in(text)
+    return bool(runs) and _ssn_in(text, runs, bare)
+
+
+def contains_routing_number(text: str, *, named: bool = False) -> bool:
+    """An ABA routing number where one is plausible: nine digits passing the checksum, next to
+    the words "routing", "ABA" or "RTN", or anywhere in a field whose name says so (``named``)."""
+    text, runs = _runs_in(text)
+    return bool(runs) and _routing_in(text, runs, named)
+
+
+def _number_reason(text: str, key: object) -> str:
+    """``us_ssn`` or ``bank_account`` (a routing number) for a string value, else ""; the
+    value's field name is only looked at once the value holds nine lone digits."""
+    if len(text) < 9 or (text.isascii() and _NINE_DIGITS.search(text) is None):
+        return ""
+    text, runs = _runs_in(text)
+    if not runs:
+        return ""
+    says = _name_verdict(key).says if isinstance(key, str) else ""
+    if _ssn_in(text, runs, bare=says == "ssn"):
+        return "us_ssn"
+    if _routing_in(text, runs, named=says == "routing"):
+        return "bank_account"
+    return ""
+
+
 # --- the screen -----------------------------------------------------------------------------
 
 
@@ -404,29 +711,53 @@ def _strings(event: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[tupl
     return keys, texts
 
 
-# Verdicts on field names without payment data, which repeat in every event ("email", "name").
-_CLEAN_NAMES: dict[str, tuple[str, bool]] = {}
+class _Name(NamedTuple):
+    """What a field name says, worked out once per name."""
+
+    number: str  # a reason when the name holds a card, account or SSN itself, else ""
+    folded: str  # as the policy's field table is asked
+    special: bool  # special-category by the built-in word list
+    words: str  # folded, camelCase split, words joined by "_": as the free-text fields are asked
+    says: str  # "ssn", "routing" or "": what nine bare digits in this field are
 
 
-def _name_verdict(name: str) -> tuple[str, str, bool]:
-    """(payment reason, folded name, special by the built-in list) for one field name; the
-    payment reason is "" for a clean name, and then the rest says what the name means."""
+_DIRTY = _Name("", "", False, "", "")
+# Verdicts on field names without numbers in them, which repeat in every event ("email").
+_CLEAN_NAMES: dict[str, _Name] = {}
+
+
+def _name_verdict(name: str) -> _Name:
+    """What one field name says; a name that holds a number itself says nothing else, since it
+    is refused for that number first."""
     known = _CLEAN_NAMES.get(name)
     if known is not None:
-        return ("", *known)
+        return known
     if contains_payment_card(name, glued=True):
-        return ("payment_card", "", False)
+        return _DIRTY._replace(number="payment_card")
     if contains_iban(name):
-        return ("bank_account", "", False)
-    verdict = (fold_name(name), is_special_category_name(name))
+        return _DIRTY._replace(number="bank_account")
+    if contains_us_ssn(name):
+        return _DIRTY._replace(number="us_ssn")
+    words = _name_words(name)
+    joined = "".join(words)
+    if "ssn" in words or "socialsecurity" in joined:
+        says = "ssn"
+    elif any(w.startswith("routing") or w in ("aba", "rtn", "abartn") for w in words):
+        says = "routing"
+    else:
+        says = ""
+    special = _names_special_category(words) or (_RLO in name and is_special_category_name(name))
+    verdict = _Name("", fold_name(name), special, "_".join(words), says)
     if len(_CLEAN_NAMES) >= 4096:
         _CLEAN_NAMES.clear()
     _CLEAN_NAMES[name] = verdict
-    return ("", *verdict)
+    return verdict
 
 
 def _category_reason(category: str) -> str:
     cat = category.casefold()
+    if "government_id" in cat:
+        return "government_id"
     if "financial" in cat or "payment" in cat:
         if "card" in cat:
             return "payment_card"
@@ -436,13 +767,18 @@ def _category_reason(category: str) -> str:
     return "special_category"
 
 
+_FREE_TEXT_EVENTS = frozenset({"DataCollected", "RectificationRequested"})
+
+
 def screen(event: Mapping[str, Any], policy: GuardPolicy) -> Refusal | None:
     """The first reason this event must not be stored, or None.
 
     Order: the size (cheap, and it spares the scans below a megabyte of text), the purpose,
     then every map key (payment data in a name, a special-category name), then every string
-    value. Keys go first so that by the time a value is reported under ``fields.<name>``, that
-    name is known to be clean.
+    value (cards, IBANs, SSNs, routing numbers), then the free text of ``fields`` against the
+    lexicon. Keys go first so that by the time a value is reported under ``fields.<name>``,
+    that name is known to be clean; the lexicon last, as the only scan whose cost grows with
+    the words of a text.
     """
     largest = _oversized(event)
     if largest:
@@ -457,19 +793,39 @@ def screen(event: Mapping[str, Any], policy: GuardPolicy) -> Refusal | None:
             return Refusal(reason, "purpose")
     keys, texts = _strings(event)
     for where, key in keys:
-        payment, folded, special = _name_verdict(key)
-        if payment:
-            return Refusal(payment, where)
-        category = policy.forbidden_field_category(folded)
+        name = _name_verdict(key)
+        if name.number:
+            return Refusal(name.number, where)
+        category = policy.forbidden_field_category(name.folded)
         if category:
             return Refusal(_category_reason(category), _label(where, key))
-        if special:
+        if name.special:
             return Refusal("special_category", _label(where, key))
     for parent, key, text in texts:
         if contains_payment_card(text):
             return Refusal("payment_card", _value_label(parent, key))
         if contains_iban(text):
             return Refusal("bank_account", _value_label(parent, key))
+        reason = _number_reason(text, key) if len(text) >= 9 else ""
+        if reason:
+            return Refusal(reason, _value_label(parent, key))
+    fields = event.get("fields")
+    if isinstance(kind, str) and kind in _FREE_TEXT_EVENTS and isinstance(fields, Mapping):
+        return _free_text(fields, policy)
+    return None
+
+
+def _free_text(fields: Mapping[Any, Any], policy: GuardPolicy) -> Refusal | None:
+    """``special_category_text`` at the first free-text field whose text holds a lexicon term,
+    read as stored and, if it holds a right-to-left override, as shown."""
+    for key, text in fields.items():
+        if not (isinstance(key, str) and isinstance(text, str)) or not text:
+            continue
+        lexicon = policy.free_text_lexicon(_name_verdict(key).words)
+        if lexicon is None:
+            continue
+        if lexicon.category_in(text) or (_RLO in text and lexicon.category_in(_as_displayed(text))):
+            return Refusal("special_category_text", _label("fields", key))
     return None
 
 
@@ -588,15 +944,17 @@ def wrong_key(key: bytes | None, event: Mapping[str, Any]) -> Refusal | None:
 
 def echoable(text: object) -> str:
     """An id as a dead letter, its key or a log line may repeat it: unchanged, or "" when it
-    holds a card or bank account number or looks like an email address or phone number.
+    holds a card or bank account number, a Social Security or routing number, or looks like an
+    email address or phone number.
 
     Ids are opaque tokens by contract, but only ``subject_id`` is checked for contact data, and
-    an event refused because its ``event_id`` is a card number must not be dead-lettered under
-    that number. A run of plain digits is kept: a sequence number, not a phone number.
+    an event refused because its ``event_id`` is a card number or an SSN must not be
+    dead-lettered under that number. A run of plain digits is kept: a sequence number, not a
+    phone number.
     """
     if not isinstance(text, str):
         return ""
-    if contains_payment_card(text, glued=True) or contains_iban(text):
+    if contains_payment_card(text, glued=True) or contains_iban(text) or _number_reason(text, None):
         return ""
     if not (text.isascii() and text.isdigit()) and looks_like_contact_data(text):
         return ""

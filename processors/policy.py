@@ -4,7 +4,9 @@ Why a file and not constants: privacy engineers change purposes, retention perio
 consumers without touching the code, and an auditor reads the very rules that ran. Why the
 strict validation: a misspelt data category or an unknown legal basis would otherwise widen
 what the pipeline accepts without anyone noticing, so every name is checked against the Fides
-taxonomy that ``fideslang`` ships and every error names the offending key.
+taxonomy that ``fideslang`` ships and every error names the offending key. The lexicon the
+guard reads free text against lives here too, checked term by term when the file is read: a
+term that could never match would be a hole in the screen that no test of the code shows.
 
 Calendar arithmetic lives here too (``add_months``): retention and request deadlines are
 "N calendar months later" on UTC dates, computed from integer epoch milliseconds without
@@ -18,13 +20,14 @@ import re
 import tomllib
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
 import orjson
 
+from processors.guard import Lexicon, lexicon_term
 from schemas.contract import CATEGORIES, LEGAL_BASES, RELATIONSHIP_KINDS
 
 FORBIDDEN_KINDS = ("profiling", "automated_decision", "sale")
@@ -256,6 +259,8 @@ class Policy:
     extension_months: int
     max_days: int | None
     verification_wait_days: int | None
+    free_text_fields: frozenset[str]  # normalised names
+    lexicon_terms: Mapping[str, tuple[str, ...]]  # forbidden category -> its terms as written
     # derived, for the hot paths
     channels: Mapping[str, tuple[str, ...]]
     """channel -> the direct-marketing purposes on it (whatever their basis)."""
@@ -264,8 +269,10 @@ class Policy:
     consumers_of: Mapping[str, tuple[str, ...]]
     """purpose -> the consumers that serve it (and so receive its records)."""
     _forbidden_fields: Mapping[str, str]
+    _lexicon: Lexicon
+    _free_text_memo: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
 
-    # ---- the guard's two questions ----------------------------------------------------
+    # ---- the guard's three questions --------------------------------------------------
 
     def forbidden_field_category(self, field_name: str) -> str | None:
         """The forbidden Fides category a field name maps to, else None.
@@ -297,6 +304,25 @@ class Policy:
         if p.forbidden is not None:
             return "forbidden_purpose"
         return None
+
+    def free_text_lexicon(self, field_name: str) -> Lexicon | None:
+        """The lexicon, when a field of this name holds free text, else None.
+
+        A name is free text when its normalised form is listed under ``[free_text]`` or ends in
+        a listed name after an ``_`` (``cover_note``, ``customerMessage``): the last word of an
+        English compound names what it is, so a cover note is a note and a note id is an id.
+        """
+        memo = self._free_text_memo
+        free = memo.get(field_name)
+        if free is None:
+            if len(memo) >= 4096:
+                memo.clear()
+            free = memo[field_name] = self._is_free_text(field_name)
+        return self._lexicon if free else None
+
+    def _is_free_text(self, field_name: str) -> bool:
+        words = normalize_field_name(field_name).split("_")
+        return any("_".join(words[i:]) in self.free_text_fields for i in range(len(words)))
 
     # ---- lookups the fold and the export use ------------------------------------------
 
@@ -359,6 +385,16 @@ def _taxonomy() -> tuple[frozenset[str], frozenset[str]]:
     return cats, uses
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(name: str) -> str:
+    """A key as TOML writes it in a dotted key: bare, or quoted (``"user.health_and_medical"``)."""
+    if _BARE_KEY.fullmatch(name):
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class _Reader:
     """Typed access to one TOML table that reports errors by dotted key."""
 
@@ -370,6 +406,7 @@ class _Reader:
         self.used: set[str] = set()
 
     def k(self, name: str) -> str:
+        name = _toml_key(name)
         return f"{self.key}.{name}" if self.key else name
 
     def get(self, name: str, kind: type | tuple[type, ...], *, required: bool = True, default: Any = None) -> Any:
@@ -612,6 +649,8 @@ def _build(doc: dict[str, Any], text: str) -> Policy:
         fields[norm] = dc
     ft.done()
 
+    free_text_fields, lexicon_terms, lexicon = _free_text(root.sub("free_text"), cats, forbidden_categories)
+
     cs = root.sub("consumers")
     consumers = sorted((_consumer(cs.sub(cname), cname, purposes) for cname in cs.table), key=lambda x: x.name)
     if not consumers:
@@ -650,11 +689,14 @@ def _build(doc: dict[str, Any], text: str) -> Policy:
         extension_months=extension_months,
         max_days=max_days,
         verification_wait_days=wait,
+        free_text_fields=free_text_fields,
+        lexicon_terms=MappingProxyType(lexicon_terms),
         channels=MappingProxyType({k: tuple(sorted(v)) for k, v in channels.items()}),
         direct_marketing=tuple(sorted(p.name for p in purposes.values() if p.direct_marketing)),
         consumer_names=tuple(c.name for c in consumers),
         consumers_of=MappingProxyType(consumers_of),
         _forbidden_fields=MappingProxyType(forbidden_fields),
+        _lexicon=lexicon,
     )
 
 
@@ -662,6 +704,52 @@ def policy_version(text: str) -> str:
     """A policy file's version: the first 16 hex digits of the SHA-256 of its UTF-8 text, so
     ``sha256sum policy.toml`` names it too."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _free_text(
+    ft: _Reader, cats: frozenset[str], forbidden_categories: list[str]
+) -> tuple[frozenset[str], dict[str, tuple[str, ...]], Lexicon]:
+    """``[free_text]``: the fields read as free text and, per forbidden category, the terms that
+    reveal it. Every term is parsed as the guard will match it; a term listed twice (after
+    folding) is refused, since its second place would say the policy means something it cannot."""
+    names = ft.get("fields", list)
+    fields: dict[str, int] = {}
+    for i, fname in enumerate(names):
+        key = f"{ft.k('fields')}[{i}]"
+        norm = normalize_field_name(fname) if isinstance(fname, str) else ""
+        if not norm:
+            raise PolicyError(f"{key}: {fname!r} is not a usable field name")
+        if norm in fields:
+            raise PolicyError(f"{key}: {fname!r} normalises to {norm!r}, listed already at [{fields[norm]}]")
+        fields[norm] = i
+    lx = ft.sub("lexicon")
+    terms: dict[str, tuple[str, ...]] = {}
+    parsed: list[tuple[str, tuple[str, ...]]] = []
+    seen: dict[tuple[str, ...], str] = {}
+    for category in lx.table:
+        key = lx.k(category)
+        _data_category(lx, key, category, cats)
+        if not _in_subtrees(category, forbidden_categories):
+            raise PolicyError(f"{key}: {category!r} is not a forbidden data category of this policy")
+        listed = lx.get(category, list)
+        if not listed:
+            raise PolicyError(f"{key}: at least one term is needed")
+        for i, term in enumerate(listed):
+            tkey = f"{key}[{i}]"
+            if not isinstance(term, str):
+                raise PolicyError(f"{tkey}: expected a term, got {term!r}")
+            try:
+                parts = lexicon_term(term)
+            except ValueError as exc:
+                raise PolicyError(f"{tkey}: {term!r}: {exc}") from None
+            if parts in seen:
+                raise PolicyError(f"{tkey}: {term!r} is listed already, at {seen[parts]}")
+            seen[parts] = tkey
+            parsed.append((category, parts))
+        terms[category] = tuple(listed)
+    lx.done()
+    ft.done()
+    return frozenset(fields), terms, Lexicon(parsed)
 
 
 def parse_policy(text: str, source: str = "policy") -> Policy:

@@ -29,7 +29,7 @@ from streams.settings import load_policy
 TARGET = 200_000  # events/s the fold must sustain
 
 
-def _time(make: Callable[[], Callable[[], None]], repeat: int, collect: bool) -> float:
+def best_cpu_time(make: Callable[[], Callable[[], None]], repeat: int, collect: bool) -> float:
     """Best CPU time of ``repeat`` runs; ``make`` sets a run up untimed and returns its loop."""
     best = float("inf")
     for _ in range(repeat):
@@ -78,10 +78,10 @@ def run(n_events: int, n_subjects: int, repeat: int, seed: int, policy: Policy) 
     n = float(len(events))
     return {
         "events": n,
-        "fold_eps": n / _time(fold, repeat, collect=False),
-        "baseline_eps": n / _time(baseline, repeat, collect=False),
-        "fold_gc_eps": n / _time(fold, repeat, collect=True),
-        "baseline_gc_eps": n / _time(baseline, repeat, collect=True),
+        "fold_eps": n / best_cpu_time(fold, repeat, collect=False),
+        "baseline_eps": n / best_cpu_time(baseline, repeat, collect=False),
+        "fold_gc_eps": n / best_cpu_time(fold, repeat, collect=True),
+        "baseline_gc_eps": n / best_cpu_time(baseline, repeat, collect=True),
     }
 
 

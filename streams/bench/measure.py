@@ -18,6 +18,10 @@ goes to stderr. What each figure is:
   its measured rate;
 - replay: ``lifecycle replay`` over the log the pipeline wrote;
 - fold: the pure fold on one core, no broker (``streams.bench.fold``);
+- screen: the guard's ``screen`` on one core over the history's validated events, beside
+  ``orjson.dumps`` of the same events and the same screen reading no field as free text,
+  and the lexicon over the worst text the contract allows beside ordinary text as long
+  (``streams.bench.screen``);
 - codec: our Avro codec beside the ``avro`` package and orjson on the same records;
 - memory: peak RSS of a worker (RocksDB store) recovering a table of N subjects;
 - correct: the downstream topics after the pipeline run equal what the pure fold computes
@@ -48,9 +52,10 @@ from processors.policy import Policy
 from processors.shredding import new_master_key_text
 from processors.state import Event, State
 from schemas.codec import decode, encode
-from schemas.contract import ContractError, validate
+from schemas.contract import MAX_TEXT, ContractError, validate
 from streams.bench.fold import run as fold_run
 from streams.bench.history import history
+from streams.bench.screen import run as screen_run
 from streams.plumbing.net import free_port, reachable
 from streams.plumbing.security import client_kwargs
 from streams.plumbing.topics import feeds
@@ -539,6 +544,15 @@ def _measure(base: Settings, sizes: Sizes, workdir: Path, tag: str) -> dict[str,
     out["fold_eps"] = fold["fold_eps"]
     out["fold_baseline_eps"] = fold["baseline_eps"]
 
+    _say("bench: guard screen on one core ...")
+    n_screen = min(sizes.events, 10_000)  # about a second: the figure is steady by then
+    screen = screen_run(n_screen, max(1, n_screen * sizes.subjects // sizes.events), sizes.repeat, 17, policy)
+    out["screen_eps"] = screen["screen_eps"]
+    out["screen_no_free_text_eps"] = screen["screen_no_free_text_eps"]
+    out["screen_baseline_eps"] = screen["baseline_eps"]
+    out["screen_worst_text_ms"] = screen["worst_text_ms"]
+    out["screen_worst_text_ratio"] = screen["worst_text_ratio"]
+
     _say("bench: codec ...")
     out["codec"] = codec_rates(events, sizes.codec_seconds)
 
@@ -581,6 +595,19 @@ def table(r: dict[str, Any]) -> str:
             "fold (pure, one core)",
             f"{f(r['fold_eps'])} ev/s (baseline dict update {f(r['fold_baseline_eps'])})",
             "target 200,000",
+        ),
+        (
+            "screen (guard, one core)",
+            f"{f(r['screen_eps'])} ev/s, {r['screen_eps'] / r['screen_baseline_eps']:.3f} of baseline orjson.dumps "
+            f"{f(r['screen_baseline_eps'])}; {f(r['screen_no_free_text_eps'])} without free text "
+            f"({r['screen_no_free_text_eps'] / r['screen_eps']:.2f}x)",
+            "",
+        ),
+        (
+            "screen: worst free text",
+            f"{r['screen_worst_text_ms']:.1f} ms for {MAX_TEXT:,} characters, "
+            f"{r['screen_worst_text_ratio']:.1f}x ordinary text as long",
+            "",
         ),
         (
             "codec encode: ours / avro / orjson",

@@ -33,6 +33,10 @@ def test_quick_bench_reports_every_figure_and_a_correct_pipeline(settings: Setti
         "pipeline_2_eps",
         "replay_eps",
         "fold_eps",
+        "screen_eps",
+        "screen_no_free_text_eps",
+        "screen_baseline_eps",
+        "screen_worst_text_ms",
         "memory_peak_rss_mb",
     ):
         assert r[name] > 0, name

@@ -10,6 +10,7 @@ import pytest
 from fideslang.default_taxonomy import DEFAULT_TAXONOMY
 
 import processors
+from processors.guard import Lexicon
 from processors.policy import LEGAL_BASES, Policy, PolicyError, add_months, normalize_field_name, parse_policy
 from streams.settings import load_policy
 
@@ -87,6 +88,8 @@ def test_every_name_in_the_packaged_policy_is_in_the_fideslang_taxonomy(policy: 
         assert category in CATEGORIES
     for use in policy.forbidden_uses:
         assert use in USES
+    for category in policy.lexicon_terms:
+        assert category in CATEGORIES
 
 
 def test_forbidden_list_is_the_special_category_and_financial_subtrees(policy: Policy) -> None:
@@ -107,8 +110,28 @@ def test_forbidden_list_is_the_special_category_and_financial_subtrees(policy: P
         assert not policy.is_forbidden_category(c.data_category)
 
 
+def test_national_identification_numbers_are_forbidden_and_other_government_ids_are_not(policy: Policy) -> None:
+    assert policy.is_forbidden_category("user.government_id.national_identification_number")
+    assert not policy.is_forbidden_category("user.government_id.passport_number")  # a right-to-work check
+
+
+def test_the_lexicon_covers_every_special_category(policy: Policy) -> None:
+    assert set(policy.lexicon_terms) >= {
+        "user.health_and_medical",
+        "user.demographic.religious_belief",
+        "user.demographic.race_ethnicity",
+        "user.demographic.political_opinion",
+        "user.demographic.sexual_orientation",
+        "user.biometric",
+        "user.criminal_history",
+    }
+    for category, terms in policy.lexicon_terms.items():
+        assert policy.is_forbidden_category(category), category
+        assert len(terms) >= 5, category
+
+
 # --------------------------------------------------------------------------------------
-# the guard's two questions
+# the guard's three questions
 # --------------------------------------------------------------------------------------
 
 
@@ -133,6 +156,11 @@ def test_forbidden_list_is_the_special_category_and_financial_subtrees(policy: P
         ("customer_iban", "user.financial.bank_account"),
         ("creditcard", "user.financial.credit_card"),
         ("bank account", "user.financial.bank_account"),
+        ("routing_number", "user.financial.bank_account"),
+        ("ssn", "user.government_id.national_identification_number"),
+        ("social_security_number", "user.government_id.national_identification_number"),
+        ("SocialSecurityNumber", "user.government_id.national_identification_number"),
+        ("customer_ssn", "user.government_id.national_identification_number"),
     ],
 )
 def test_forbidden_field_names_map_to_their_fides_category(policy: Policy, name: str, category: str) -> None:
@@ -140,10 +168,45 @@ def test_forbidden_field_names_map_to_their_fides_category(policy: Policy, name:
 
 
 @pytest.mark.parametrize(
-    "name", ["email", "name", "phone", "company", "job_title", "ip_address", "cv", "billing_address", "vat_id", "trace_id", "x"]
-)
+    "name",
+    [
+        "email", "name", "phone", "company", "job_title", "ip_address", "cv", "billing_address", "vat_id", "trace_id", "x",
+        "swift", "bic", "SWIFT/BIC", "swift_code", "bank_bic", "lessons",
+    ],
+)  # fmt: skip
 def test_ordinary_field_names_are_not_forbidden(policy: Policy, name: str) -> None:
     assert policy.forbidden_field_category(name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "free"),
+    [
+        ("message", True),
+        ("Message", True),
+        ("cv", True),
+        ("resume", True),
+        ("note", True),
+        ("notes", True),
+        ("description", True),
+        ("comment", True),
+        ("bio", True),
+        ("summary", True),
+        ("cover_note", True),  # ends in a listed name
+        ("customerMessage", True),
+        ("job-description", True),
+        ("cover letter", True),
+        ("message_id", False),  # a message id is an id
+        ("note_count", False),
+        ("notebook", False),
+        ("name", False),
+        ("company", False),
+        ("email", False),
+    ],
+)
+def test_free_text_fields_are_the_listed_names_and_names_ending_in_them(policy: Policy, name: str, free: bool) -> None:
+    lexicon = policy.free_text_lexicon(name)
+    assert (lexicon is not None) is free
+    assert lexicon is None or isinstance(lexicon, Lexicon)
 
 
 def test_normalisation_folds_disguises() -> None:
@@ -228,7 +291,7 @@ def test_bad_legal_basis_names_the_key_and_the_choices(tmp_path: Path) -> None:
             "not a data category",
         ),
         ('email = "user.contact.email"', 'email = "user.contact.mail"', "fields.email", "not a data category"),
-        ('"user.financial",\n]', '"user.finance",\n]', "forbidden.data_categories[8]", "not a data category"),
+        ('    "user.financial",\n', '    "user.finance",\n', "forbidden.data_categories[8]", "not a data category"),
         ("no_relationship_months = 12\n", "", "retention.no_relationship_months", "missing"),
         ("deadline_months = 1\n", 'deadline_months = "one"\n', "requests.deadline_months", "expected int"),
         (
@@ -321,6 +384,24 @@ def test_bad_legal_basis_names_the_key_and_the_choices(tmp_path: Path) -> None:
             "profiling",
         ),
         ("[categories.third_party]", "[categories.third_parties]", "categories.third_party", "missing"),
+        ("[free_text]\n", "[free_text]\nlanguage = 'en'\n", "free_text.language", "unknown key"),
+        ("[free_text]\n", "[free_texts]\n", "free_text.fields", "missing"),
+        ('"message", "note",', '"message", "  ",', "free_text.fields[1]", "not a usable field name"),
+        ('"message", "note",', '"message", "Message",', "free_text.fields[1]", "normalises to 'message', listed already at [0]"),
+        ('"user.biometric" = [', '"user.biometrics" = [', 'free_text.lexicon."user.biometrics"', "not a data category"),
+        ('"user.biometric" = [', '"user.contact" = [', 'free_text.lexicon."user.contact"', "not a forbidden data category"),
+        ('"user.biometric" = [', '"user.biometric" = 7\nx = [', 'free_text.lexicon."user.biometric"', "expected list"),
+        ('"my iris scan",', '"* scan",', 'free_text.lexicon."user.biometric"[2]', "never first"),
+        ('"my iris scan",', '"my ir*",', 'free_text.lexicon."user.biometric"[2]', "a stem is 4"),
+        ('"my iris scan",', '"my i*ris",', 'free_text.lexicon."user.biometric"[2]', "never inside a word"),
+        ('"my iris scan",', '"my iris (scan)",', 'free_text.lexicon."user.biometric"[2]', "letters and digits"),
+        ('"my iris scan",', "42,", 'free_text.lexicon."user.biometric"[2]', "expected a term, got 42"),
+        (
+            '"my iris scan",',
+            '"My  Fingerprint*",',
+            'free_text.lexicon."user.biometric"[2]',
+            'listed already, at free_text.lexicon."user.biometric"[0]',
+        ),
     ],
 )
 def test_invalid_policy_fails_naming_the_key(tmp_path: Path, old: str, new: str, key: str, why: str) -> None:
@@ -333,9 +414,20 @@ def test_invalid_policy_fails_naming_the_key(tmp_path: Path, old: str, new: str,
     assert why in message
 
 
+def test_a_lexicon_category_needs_terms(tmp_path: Path) -> None:
+    text = packaged_text()
+    start = text.index('"user.biometric" = [')
+    end = text.index("]", start) + 1
+    with pytest.raises(PolicyError, match=r'^free_text\.lexicon\."user\.biometric": at least one term is needed$'):
+        parse_policy(text[:start] + '"user.biometric" = []' + text[end:])
+
+
 def test_missing_table_and_bad_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match=r"^consumers: missing$"):
         parse_policy(packaged_text().split("[consumers.crm-mirror]")[0])
+    before, _, after = packaged_text().partition("[free_text]")
+    with pytest.raises(PolicyError, match=r"^free_text: missing$"):
+        parse_policy(before + after[after.index("[consumers.") :])
     with pytest.raises(PolicyError, match=r"^policy\.toml: not valid TOML"):
         load_policy(write(tmp_path, "[policy\nname = 1"))
     with pytest.raises(PolicyError, match=r"^absent\.toml: cannot read"):
