@@ -1074,10 +1074,13 @@ def _on_ack(state: State, ev: Event, policy: Policy) -> list[Output]:
             continue
         if consumer not in req["consumers"] or consumer in req["acks"]:
             continue
+        owed = req["owed"].get(consumer, ()) if "owed" in req else req["erased"]
+        if record_id not in owed:
+            continue  # a record this consumer was never sent: nothing it could have deleted
         done = req["record_acks"].setdefault(consumer, [])
         if record_id not in done:
             done.append(record_id)
-        if set(req["erased"]) <= set(done):
+        if set(owed) <= set(done):
             req["acks"][consumer] = ev["occurred_at"]
             del req["record_acks"][consumer]
             _maybe_complete(state, rid, req, ev, out)
@@ -1274,10 +1277,15 @@ def _erase(
     # who must acknowledge, fixed now: the consumers the deletions went to (those that were sent
     # the subject's data); nobody when nothing went downstream, as there is nothing to delete
     recipients: set[str] = set()
+    owed: dict[str, list[str]] = {}  # consumer -> the erased records it was sent
     for o in out:
         if o.value is None:  # type: ignore[union-attr]  # only changes so far, no decision
             recipients.update(o.consumers)  # type: ignore[union-attr]
+            if type(o) is RecordChange:
+                for c in o.consumers:
+                    owed.setdefault(c, []).append(o.record_id)
     req["consumers"] = sorted(recipients)
+    req["owed"] = owed
     tombstoned = bool(recipients)
     req["acks"] = {}  # consumer -> at
     req["record_acks"] = {}  # consumer -> [record_id] acknowledged one by one

@@ -138,6 +138,7 @@ class Request(TypedDict):
     consumers: NotRequired[list[str]]  # who must acknowledge, fixed when executed
     acks: NotRequired[dict[str, int]]  # consumer -> when
     record_acks: NotRequired[dict[str, list[str]]]  # consumer -> records acknowledged one by one
+    owed: NotRequired[dict[str, list[str]]]  # consumer -> the erased records it was sent
     missed_consumers: NotRequired[list[str]]
     keep: NotRequired[bool]  # restriction: the subject needs the data for a legal claim
     deciding: NotRequired[bool]  # objection: stopped, awaiting the controller's ObjectionDecided

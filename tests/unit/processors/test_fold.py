@@ -740,6 +740,13 @@ def test_rule_processors_record_acknowledgements_count_when_they_cover_every_era
     assert only(s.ack(T0 + 2 * DAY, "crm-mirror", record_id="r-1"), "ErasureCompleted")["consumers"] == RECIPIENTS
 
 
+def test_rule_processors_each_consumer_acknowledges_by_record_only_what_it_was_sent(policy: Policy) -> None:
+    s = erased_subject(policy)  # r-1 went to the CRM mirror, r-2 to the mailer
+    assert s.ack(T0 + 2 * DAY, "mailer", record_id="r-2") == []  # the mailer is done, the mirror is not
+    assert s.state["requests"]["q-1"]["acks"].keys() == {"mailer"}
+    assert only(s.ack(T0 + 2 * DAY, "crm-mirror", record_id="r-1"), "ErasureCompleted")["consumers"] == RECIPIENTS
+
+
 def test_rule_processors_missing_acknowledgement_by_the_deadline_is_missed_once_per_consumer(policy: Policy) -> None:
     s = erased_subject(policy)
     s.ack(T0 + 2 * DAY, "mailer", request_id="q-1")
