@@ -520,6 +520,14 @@ def _measure(base: Settings, sizes: Sizes, workdir: Path, tag: str) -> dict[str,
             out["replay_eps"] = report["events_per_second"]
             out["replay_events"] = report["events_read"]
             out["replay_mismatches"] = report["mismatch_count"]
+    # exactly once beside at least once, one worker each, on the same history in the same run:
+    # what a transaction per batch costs (LIFECYCLE_GUARANTEE; README, Reliability)
+    _say("bench: pipeline with 1 worker, exactly once ...")
+    eos = dataclasses.replace(fresh("p1eos"), guarantee="exactly_once")
+    out["pipeline_1_eos_eps"], out["pipeline_1_eos_cpu"] = pipeline_rate(
+        eos, wire, 1, workdir / "p1eos", sizes.timeout, running_pid(base)
+    )
+    out["ratio_eos_alo"] = out["pipeline_1_eos_eps"] / out["pipeline_1_eps"]
     out["ratio_pipeline_limit"] = out["pipeline_2_eps"] / out["limit_consume_eps"]
     out["ratio_replay_limit"] = out["replay_eps"] / out["limit_consume_eps"]
 
@@ -579,6 +587,11 @@ def table(r: dict[str, Any]) -> str:
         ("limit: kafka-python consume", f"{f(r['limit_consume_eps'])} ev/s", ""),
         ("pipeline, 1 worker", f"{f(r['pipeline_1_eps'])} ev/s, {cores(r['pipeline_1_cpu'])}", ""),
         ("pipeline, 2 workers", f"{f(r['pipeline_2_eps'])} ev/s, {cores(r['pipeline_2_cpu'])}", "target 25,000"),
+        (
+            "pipeline, 1 worker, exactly once",
+            f"{f(r['pipeline_1_eos_eps'])} ev/s, {r['ratio_eos_alo']:.2f} of at least once, {cores(r['pipeline_1_eos_cpu'])}",
+            "",
+        ),
         ("ratio pipeline / limit", f"{r['ratio_pipeline_limit']:.3f}", "target 0.5"),
         (
             "erasure latency p50 / p99 / max",

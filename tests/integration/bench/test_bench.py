@@ -31,6 +31,7 @@ def test_quick_bench_reports_every_figure_and_a_correct_pipeline(settings: Setti
         "limit_consume_eps",
         "pipeline_1_eps",
         "pipeline_2_eps",
+        "pipeline_1_eos_eps",
         "replay_eps",
         "fold_eps",
         "screen_eps",
@@ -40,9 +41,9 @@ def test_quick_bench_reports_every_figure_and_a_correct_pipeline(settings: Setti
         "memory_peak_rss_mb",
     ):
         assert r[name] > 0, name
-    for name in ("pipeline_1_cpu", "pipeline_2_cpu"):  # where the wall is: busy cores, workers and machine
+    for name in ("pipeline_1_cpu", "pipeline_2_cpu", "pipeline_1_eos_cpu"):  # where the wall is: busy cores, workers and machine
         assert 0 < r[name]["workers_cores"] <= r[name]["machine_cores"] + 0.5, r[name]
-    for name in ("ratio_pipeline_limit", "ratio_replay_limit"):
+    for name in ("ratio_pipeline_limit", "ratio_replay_limit", "ratio_eos_alo"):
         assert 0 < r[name] < 5, name
     assert all(v > 0 for v in r["codec"].values())
     lat = r["erasure_latency_ms"]
