@@ -92,6 +92,11 @@ def test_sqlite_sink_round_trip_and_rollback(tmp_path: Path) -> None:
         sink.delete("records", "s1/r2")
         sink.delete("records", "never-there")
         sink.commit({("t.lifecycle.records", 0): 5})
+        # what a reconcile compares with the feed, kind by kind
+        assert sorted(sink.keys("records")) == ["s1/r1"]
+        assert sorted(sink.keys("consent")) == ["s1"]
+        with pytest.raises(ValueError, match="unknown kind"):
+            sink.keys("mail")
         assert sink.offsets() == {("t.lifecycle.records", 0): 5, ("t.lifecycle.consent", 1): 1}
         with pytest.raises(ValueError, match="unknown kind"):
             sink.upsert("mail", "s1", {})
