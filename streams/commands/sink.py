@@ -548,7 +548,7 @@ class _Run:
 
         topic = tps[0].topic
         kind = self.kind_of[topic]
-        latest = _read_to_end(self.consumer, tps)
+        latest, upto = _read_to_end(self.consumer, tps)
         gone = sorted(k for k in self.sink.keys(kind) if latest.get(k) is None)
         done = SinkReport()
         for key in gone:
@@ -562,8 +562,6 @@ class _Run:
             else:
                 self.sink.upsert(kind, key, value)
                 done.upserts += 1
-        end = self.consumer.end_offsets(tps)
-        upto = {tp: max(end[tp], self.consumer.position(tp)) for tp in tps}
         self.sink.commit({(tp.topic, tp.partition): after for tp, after in upto.items()})
         # the feed's end names this reconcile: the same ack sent twice (a retry) has one id
         mark = "-".join(str(upto[tp]) for tp in sorted(tps, key=lambda t: t.partition))
@@ -597,10 +595,11 @@ READ_TO_END_S = 120.0
 """How long a reconcile may take to read a feed to its end before giving up (never halfway)."""
 
 
-def _read_to_end(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[str, Any]:
-    """Every key of the feed ``tps`` up to its current end, with its last message (``None``'s
-    value for a tombstone). A partial read would delete rows whose keys it did not reach, so
-    running out of time is an error, not a shorter answer."""
+def _read_to_end(consumer: KafkaConsumer, tps: list[TopicPartition]) -> tuple[dict[str, Any], dict[TopicPartition, int]]:
+    """Every key of the feed ``tps`` up to its end as of the call, with its last message
+    (``None`` for a tombstone), and that end: where the sink goes on reading, since what a poll
+    returned past it was not applied. A partial read would delete rows whose keys it did not
+    reach, so running out of time is an error, not a shorter answer."""
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     end = consumer.end_offsets(tps)
@@ -613,7 +612,7 @@ def _read_to_end(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[str
             for m in messages:
                 if m.offset < end[tp] and (key := _key(m)) is not None:
                     latest[key] = m if m.value is not None else None
-    return latest
+    return latest, end
 
 
 def _digest(key: str) -> str:
