@@ -9,7 +9,9 @@ password exposes one role, not the pipeline.
   ``streams.plumbing.security.consumer_principals``) and reads its own feeds only (READ
   ``lifecycle.records.<consumer>`` and ``lifecycle.consent.<consumer>``), which carry nothing
   but the purposes it serves: purpose limitation enforced by the broker, not by the consumer's
-  good manners, so the mailer cannot read a CV even if it asks. It acknowledges deletions
+  good manners, so the mailer cannot read a CV even if it asks. It may read those feeds'
+  configs (DESCRIBE_CONFIGS): its sink compares how long it was away with the feed's
+  ``delete.retention.ms`` to know whether it missed a tombstone. It acknowledges deletions
   (WRITE ``lifecycle.acks``) and commits its offsets in its own sink group,
   ``<app_id>-sink-<consumer>`` (see ``streams/commands/sink.py``), and in no other consumer's.
 - ``downstream`` reads the complete feeds (READ ``lifecycle.records`` and ``lifecycle.consent``):
@@ -78,6 +80,8 @@ def grants(settings: Settings, policy: Policy | None = None) -> list[Grant]:
             for grant in (
                 Grant(c, "topic", t(feed(RECORDS, c)), "READ"),
                 Grant(c, "topic", t(feed(CONSENT, c)), "READ"),
+                Grant(c, "topic", t(feed(RECORDS, c)), "DESCRIBE_CONFIGS"),
+                Grant(c, "topic", t(feed(CONSENT, c)), "DESCRIBE_CONFIGS"),
                 Grant(c, "topic", t("acks"), "WRITE"),
                 Grant(c, "group", f"{app}-sink-{c}", "READ"),
             )

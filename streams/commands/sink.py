@@ -37,10 +37,20 @@ Delivery guarantees, and where each comes from:
   re-sent after a crash is a duplicate the pipeline ignores. The same offsets make the
   consumer group's lag visible to any Kafka monitoring.
 
-  The one gap: a tombstone is kept only ``delete.retention.ms`` after compaction, so a sink
-  that crashed in that window and stays down longer than that cannot re-send its ack. The
-  pipeline then reports the erasure as still waiting on this consumer, which is the honest
-  answer.
+- **A sink away longer than the tombstones are kept still deletes.** A compacted feed keeps a
+  tombstone only ``delete.retention.ms`` after the cleaner ran, so a sink that was down longer
+  would never read it and keep the row for ever. On start, each partition is checked: its
+  stored offset is below the offset of the first message younger than the topic's live
+  ``delete.retention.ms`` (read from the broker, not from our settings, which another operator
+  may not share), or below the partition's earliest offset, or the sink holds rows of a feed
+  it has no offsets for (a restored copy). Then that feed is *reconciled*: read from its start
+  to its current end, every local row whose key is no longer there (absent, or a tombstone)
+  is deleted, the latest values are upserted, and the end offsets committed with them in one
+  transaction. Each such deletion is acknowledged like a tombstone, by ``record_id`` (the
+  ``request_id`` went with the tombstone), under an ``event_id`` derived from the feed, the key
+  and the feed's end, so a re-sent ack is a duplicate. A crash between that commit and the
+  acks loses those acks: the rows are gone and nothing says which they were, so the pipeline
+  reports the erasure as still waiting on this consumer, the honest answer.
 
 Nothing here logs a message's key or value: both may be personal data.
 """
@@ -48,6 +58,7 @@ Nothing here logs a message's key or value: both may be personal data.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -56,6 +67,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -101,6 +113,12 @@ class Sink(Protocol):
     def commit(self, offsets: Offsets) -> None: ...
 
     def offsets(self) -> Offsets: ...
+
+    def keys(self, kind: str) -> Iterable[str]:
+        """Every key of ``kind`` the store holds. Needed to reconcile a store that was away
+        longer than the tombstones are kept: whatever it holds that the feed no longer has was
+        deleted while it was away. Called outside a batch; may be an iterator."""
+        ...
 
 
 _SCHEMA = """
@@ -192,6 +210,13 @@ class SqliteSink:
         rows = self._db.execute('SELECT topic, "partition", next_offset FROM offsets')
         return {(topic, partition): offset for topic, partition, offset in rows}
 
+    def keys(self, kind: str) -> list[str]:
+        if kind == "records":
+            return [k for (k,) in self._db.execute("SELECT key FROM records")]
+        if kind == "consent":
+            return [k for (k,) in self._db.execute("SELECT subject_id FROM consent")]
+        raise ValueError(f"unknown kind {kind!r}: expected 'records' or 'consent'")
+
     def rollback(self) -> None:
         """Drop a batch that was not committed; what a crash does, done on purpose."""
         if self._db.in_transaction:
@@ -218,9 +243,14 @@ class SinkReport:
     acks_sent: int = 0
     acks_resent: int = 0
     skipped: int = 0
+    reconciled: int = 0
+    """Deletions found by reconciling a feed the sink was away from for longer than its
+    tombstones are kept (counted in ``deletes`` and ``acks_sent`` too)."""
 
     def summary(self, name: str) -> str:
         line = f"sink {name}: {self.upserts} upserts, {self.deletes} deletes, {self.acks_sent} acks sent"
+        if self.reconciled:
+            line += f" ({self.reconciled} deletes found by reconciling)"
         if self.acks_resent:
             line += f" ({self.acks_resent} re-sent)"
         if self.skipped:
@@ -236,6 +266,7 @@ class _Ack:
     kind: str
     key: str
     request_id: str
+    event_id: str = ""  # set for a deletion no tombstone was read for (a reconcile's)
 
 
 def _ack_event(ack: _Ack, name: str, now_ms: int) -> dict[str, Any]:
@@ -245,7 +276,7 @@ def _ack_event(ack: _Ack, name: str, now_ms: int) -> dict[str, Any]:
         subject_id, record_id = ack.key, ""
     return {
         "type": "ErasureAcknowledged",
-        "event_id": f"ack:{name}:{ack.topic}:{ack.partition}:{ack.offset}",  # no "/" in an id
+        "event_id": ack.event_id or f"ack:{name}:{ack.topic}:{ack.partition}:{ack.offset}",  # no "/" in an id
         "subject_id": subject_id,
         "occurred_at": now_ms,
         "source": name,
@@ -329,8 +360,6 @@ def run_sink(
     try:
         kind_of = {settings.topic(feed(kind, name)): kind for kind in KINDS}
         tps = _partitions(consumer, list(kind_of), settings, name)
-        consumer.assign(tps)
-        applied_to = _seek(consumer, tps, sink.offsets())
         producer = KafkaProducer(
             bootstrap_servers=settings.bootstrap.split(","),
             client_id=f"lifecycle-sink-{name}",
@@ -338,7 +367,13 @@ def run_sink(
             linger_ms=5,
             **client_kwargs(settings),
         )
-        run = _Run(sink, name, settings.topic("acks"), kind_of, applied_to, consumer, producer)
+        run = _Run(sink, name, settings.topic("acks"), kind_of, {}, consumer, producer)
+        for topic in kind_of:
+            feed_tps = [tp for tp in tps if tp.topic == topic]
+            if _behind_tombstones(consumer, feed_tps, sink, kind_of[topic], _tombstone_retention_ms(settings, topic)):
+                run.reconcile(feed_tps)
+        consumer.assign(tps)
+        run.applied_to = _seek(consumer, tps, sink.offsets())
         while not stop.is_set():
             batch = consumer.poll(timeout_ms=POLL_MS)
             if batch:
@@ -385,6 +420,59 @@ def _seek(consumer: KafkaConsumer, tps: list[TopicPartition], stored: Offsets) -
         else:
             consumer.seek(tp, min(acked, applied_to[tp]))
     return applied_to
+
+
+def _tombstone_retention_ms(settings: Settings, topic: str) -> int:
+    """The topic's live ``delete.retention.ms``: the broker's, not our setting's, since the
+    topic may have been created or altered by someone who chose otherwise."""
+    from confluent_kafka import KafkaException
+
+    from streams.plumbing.topics import describe_configs
+
+    try:
+        live = describe_configs(settings, topic).get("delete.retention.ms")
+    except (KafkaException, TimeoutError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise SinkError(
+            f"cannot read delete.retention.ms of {topic} ({reason}): the consumer "
+            f"({settings.kafka_user or 'PLAINTEXT'}) needs DESCRIBE_CONFIGS on its feeds (lifecycle broker start grants it)"
+        ) from None
+    try:
+        return int(live or "")
+    except ValueError:
+        raise SinkError(f"{topic}: delete.retention.ms is {live!r}, not a number of milliseconds") from None
+
+
+def _behind_tombstones(consumer: KafkaConsumer, tps: list[TopicPartition], sink: Sink, kind: str, retention_ms: int) -> bool:
+    """Whether the sink may have missed a tombstone of this feed that the broker has dropped.
+
+    Per partition: the stored offset is below the earliest offset (the log moved past it), or
+    below the first message younger than ``retention_ms`` (a tombstone older than that may be
+    gone: compaction keeps one ``delete.retention.ms`` after the cleaner ran, never less than
+    that after it was written). A partition the sink never saw counts as read from offset 0
+    if the sink holds rows of this kind anyway (a copy restored from a backup, whose rows no
+    offset vouches for), and not at all if it holds none: a fresh copy reads everything there
+    still is. A false alarm costs one read of the feed; a missed one a row kept for ever.
+    """
+    stored = sink.offsets()
+    earliest = consumer.beginning_offsets(tps)
+    end = consumer.end_offsets(tps)
+    cutoff = time.time_ns() // 1_000_000 - retention_ms
+    young = consumer.offsets_for_times(dict.fromkeys(tps, max(cutoff, 0)))
+    has_rows: bool | None = None
+    for tp in tps:
+        at = stored.get((tp.topic, tp.partition))
+        if at is None:
+            if has_rows is None:
+                has_rows = next(iter(sink.keys(kind)), None) is not None
+            if not has_rows:
+                continue
+            at = 0
+        found = young.get(tp)
+        first_young = found.offset if found is not None else end[tp]
+        if at < earliest[tp] or at < first_young:
+            return True
+    return False
 
 
 def _caught_up(consumer: KafkaConsumer, tps: list[TopicPartition]) -> bool:
@@ -450,6 +538,47 @@ class _Run:
             self.report.acks_resent += done.acks_resent
         self.consumer.commit(kafka_offsets)
 
+    def reconcile(self, tps: list[TopicPartition]) -> None:
+        """Bring the sink level with one feed (``tps``: all its partitions) without its
+        tombstones: read it from the start to its current end, delete every local row whose key
+        is no longer there, upsert the latest values, commit all of it with the end offsets in
+        one transaction, then acknowledge each deletion and move Kafka's offsets (the ack
+        watermark) to the end. Only counts are logged: the keys are personal data."""
+        from kafka.structs import OffsetAndMetadata
+
+        topic = tps[0].topic
+        kind = self.kind_of[topic]
+        latest, upto = _read_to_end(self.consumer, tps)
+        gone = sorted(k for k in self.sink.keys(kind) if latest.get(k) is None)
+        done = SinkReport()
+        for key in gone:
+            self.sink.delete(kind, key)
+            done.deletes += 1
+        for key, m in latest.items():
+            if m is None:
+                continue
+            if (value := _value(m, kind)) is None:
+                done.skipped += 1
+            else:
+                self.sink.upsert(kind, key, value)
+                done.upserts += 1
+        self.sink.commit({(tp.topic, tp.partition): after for tp, after in upto.items()})
+        # the feed's end names this reconcile: the same ack sent twice (a retry) has one id
+        mark = "-".join(str(upto[tp]) for tp in sorted(tps, key=lambda t: t.partition))
+        acks = [_Ack(topic, -1, -1, kind, key, "", f"ack:{self.name}:reconcile:{topic}:{mark}:{_digest(key)}") for key in gone]
+        if acks:
+            self._send(acks)
+        self.consumer.commit({tp: OffsetAndMetadata(after, "", -1) for tp, after in upto.items()})
+        self.report.upserts += done.upserts
+        self.report.deletes += done.deletes
+        self.report.reconciled += done.deletes
+        self.report.acks_sent += len(acks)
+        self.report.skipped += done.skipped
+        log.info(
+            "sink %s: %s was behind its tombstones; reconciled from its start: %d rows deleted, %d upserted",
+            self.name, topic, done.deletes, done.upserts,
+        )  # fmt: skip
+
     def _send(self, acks: list[_Ack]) -> None:
         now_ms = time.time_ns() // 1_000_000
         futures = []
@@ -460,6 +589,35 @@ class _Run:
         self.producer.flush()
         for fut in futures:
             fut.get(timeout=30)  # a lost ack must stop us before Kafka's offsets move past it
+
+
+READ_TO_END_S = 120.0
+"""How long a reconcile may take to read a feed to its end before giving up (never halfway)."""
+
+
+def _read_to_end(consumer: KafkaConsumer, tps: list[TopicPartition]) -> tuple[dict[str, Any], dict[TopicPartition, int]]:
+    """Every key of the feed ``tps`` up to its end as of the call, with its last message
+    (``None`` for a tombstone), and that end: where the sink goes on reading, since what a poll
+    returned past it was not applied. A partial read would delete rows whose keys it did not
+    reach, so running out of time is an error, not a shorter answer."""
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    end = consumer.end_offsets(tps)
+    latest: dict[str, Any] = {}
+    deadline = time.monotonic() + READ_TO_END_S
+    while any(consumer.position(tp) < end[tp] for tp in tps):
+        if time.monotonic() > deadline:
+            raise SinkError(f"could not read {tps[0].topic} to its end within {READ_TO_END_S:.0f} s to reconcile; try again")
+        for tp, messages in consumer.poll(timeout_ms=POLL_MS).items():
+            for m in messages:
+                if m.offset < end[tp] and (key := _key(m)) is not None:
+                    latest[key] = m if m.value is not None else None
+    return latest, end
+
+
+def _digest(key: str) -> str:
+    """A key in an ack's ``event_id`` without spelling it out (nor its ``/``)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
 
 
 def _key(m: Any) -> str | None:

@@ -30,6 +30,9 @@ def test_each_consumer_reads_its_own_feeds_only() -> None:
         assert {(g.resource, g.name, g.operation, g.prefixed) for g in mine} == {
             ("topic", f"acme.lifecycle.records.{c}", "READ", False),
             ("topic", f"acme.lifecycle.consent.{c}", "READ", False),
+            # their configs, for the sink to tell whether it was away longer than a tombstone lasts
+            ("topic", f"acme.lifecycle.records.{c}", "DESCRIBE_CONFIGS", False),
+            ("topic", f"acme.lifecycle.consent.{c}", "DESCRIBE_CONFIGS", False),
             ("topic", "acme.lifecycle.acks", "WRITE", False),
             ("group", f"app-sink-{c}", "READ", False),  # its own sink's group, no other consumer's
         }, c

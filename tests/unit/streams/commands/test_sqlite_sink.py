@@ -92,6 +92,11 @@ def test_sqlite_sink_round_trip_and_rollback(tmp_path: Path) -> None:
         sink.delete("records", "s1/r2")
         sink.delete("records", "never-there")
         sink.commit({("t.lifecycle.records", 0): 5})
+        # what a reconcile compares with the feed, kind by kind
+        assert sorted(sink.keys("records")) == ["s1/r1"]
+        assert sorted(sink.keys("consent")) == ["s1"]
+        with pytest.raises(ValueError, match="unknown kind"):
+            sink.keys("mail")
         assert sink.offsets() == {("t.lifecycle.records", 0): 5, ("t.lifecycle.consent", 1): 1}
         with pytest.raises(ValueError, match="unknown kind"):
             sink.upsert("mail", "s1", {})
@@ -117,3 +122,55 @@ def test_sqlite_sink_round_trip_and_rollback(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # On the broker
+
+
+# ---------------------------------------------------------------------------------------------
+# Whether a sink was away longer than the tombstones are kept
+
+
+class _Offsets:
+    """A consumer that answers only the offset questions, for one partition of one feed."""
+
+    def __init__(self, earliest: int, first_young: int | None, end: int) -> None:
+        self.earliest, self.first_young, self.end = earliest, first_young, end
+
+    def beginning_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return dict.fromkeys(tps, self.earliest)
+
+    def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return dict.fromkeys(tps, self.end)
+
+    def offsets_for_times(self, wanted: dict[Any, int]) -> dict[Any, Any]:
+        from kafka.structs import OffsetAndTimestamp
+
+        found = None if self.first_young is None else OffsetAndTimestamp(self.first_young, 0, -1)
+        return dict.fromkeys(wanted, found)
+
+
+@pytest.mark.parametrize(
+    ("stored", "rows", "earliest", "first_young", "end", "behind"),
+    [
+        (10, True, 0, 5, 20, False),  # away less than the retention: every tombstone is still there
+        (10, True, 0, 12, 20, True),  # what it has not read is older than the retention
+        (10, True, 0, None, 20, True),  # everything unread is older than the retention
+        (20, True, 0, None, 20, False),  # caught up on a quiet feed
+        (10, True, 15, 15, 20, True),  # the log start moved past it
+        (None, False, 0, 12, 20, False),  # a fresh copy reads what there is
+        (None, True, 0, 12, 20, True),  # rows no offset vouches for: a restored copy
+        (None, True, 0, 0, 20, False),  # ... on a partition that still has everything
+    ],
+)
+def test_behind_the_tombstones(
+    tmp_path: Path, stored: int | None, rows: bool, earliest: int, first_young: int | None, end: int, behind: bool
+) -> None:
+    from kafka import TopicPartition
+
+    from streams.commands.sink import _behind_tombstones
+
+    tp = TopicPartition("t.lifecycle.records.crm-mirror", 0)
+    with SqliteSink(tmp_path / "copy.db") as sink:
+        if rows:
+            sink.upsert("records", "s1/r1", stripped(record("s1", "r1")))
+        sink.commit({} if stored is None else {(tp.topic, tp.partition): stored})
+        consumer: Any = _Offsets(earliest, first_young, end)
+        assert _behind_tombstones(consumer, [tp], sink, "records", 1_000) is behind
