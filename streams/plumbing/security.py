@@ -186,6 +186,20 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
+def login_hint(settings: Settings) -> str:
+    """What to check when a secured broker never answers: a refused login looks exactly like
+    a dead broker to a client (it retries until its bootstrap timeout), so a message naming
+    only the address would send the reader to the wrong setting. Names settings, never values."""
+    if not secured(settings):
+        return ""
+    if settings.kafka_mechanism == MTLS:
+        return ", or it refused the client certificate (LIFECYCLE_KAFKA_CERT, LIFECYCLE_KAFKA_KEY, LIFECYCLE_KAFKA_CA)"
+    return (
+        f", or it refused the login as {settings.kafka_user} with {settings.kafka_mechanism} "
+        "(LIFECYCLE_KAFKA_PASSWORD, LIFECYCLE_KAFKA_MECHANISM, LIFECYCLE_KAFKA_CA)"
+    )
+
+
 def ssl_context(settings: Settings) -> ssl.SSLContext:
     """Trusts our CA only (not the system store) and checks the broker's name, as kafka-python does."""
     return ssl.create_default_context(cafile=_ca(settings))

@@ -156,7 +156,9 @@ def test_a_wrong_password_or_certificate_is_one_line(
     out = cli(s.to_env(), "publish", str(events), "--timeout", "10")
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: no Kafka broker answers at {s.bootstrap}"), out.stderr
+    named = "LIFECYCLE_KAFKA_CERT" if mechanism == security.MTLS else f"the login as upstream with {mechanism}"
+    assert named in lines[0], lines[0]
     assert "Traceback" not in out.stderr and wrong not in out.stderr + out.stdout
     passwords = security.read_credentials(secure_kafka.home / "kafka-credentials").values()
     assert all(p not in out.stderr + out.stdout for p in passwords)
