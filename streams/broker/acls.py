@@ -181,10 +181,14 @@ def add_users(admin_settings: Settings, passwords: Mapping[str, str], timeout: f
         missing = sorted({(u, m) for u in passwords for m in security.SCRAM} - known(client))
         if not missing:
             return []
-        result = client.alter_user_scram_credentials([UserScramCredentialUpsertion(u, m, passwords[u]) for u, m in missing])
-        failed = sorted(u for u, error in result.items() if error)
-        if failed:
-            raise AclError(f"creating the SCRAM users {', '.join(failed)} failed: {result[failed[0]]}")
+        for mechanism in security.SCRAM:  # the broker alters a user's credential once per request
+            batch = [UserScramCredentialUpsertion(u, m, passwords[u]) for u, m in missing if m == mechanism]
+            if not batch:
+                continue
+            result = client.alter_user_scram_credentials(batch)
+            failed = sorted(u for u, error in result.items() if error)
+            if failed:
+                raise AclError(f"creating the SCRAM users {', '.join(failed)} failed: {result[failed[0]]}")
         deadline = time.monotonic() + timeout
         while not set(missing) <= known(client):
             if time.monotonic() > deadline:
