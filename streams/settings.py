@@ -50,6 +50,26 @@ def _choice(env: Mapping[str, str], var: str, options: tuple[str, ...]) -> str:
     return value
 
 
+MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "mTLS")
+"""How a client logs in to a secured Kafka (``LIFECYCLE_KAFKA_MECHANISM``); the first is the
+default. The SASL ones always run over TLS; ``mTLS`` is a client certificate instead."""
+
+
+def _mechanism(env: Mapping[str, str]) -> str:
+    """One of MECHANISMS, matched without regard to case (``scram-sha-256`` is meant as it
+    reads); anything else is a one-line error. A SASL mechanism without a user to log in as
+    would be silently ignored, so that too is said at once."""
+    raw = env.get("LIFECYCLE_KAFKA_MECHANISM", "")
+    if not raw:
+        return MECHANISMS[0]
+    found = next((m for m in MECHANISMS if m.lower() == raw.strip().lower()), None)
+    if found is None:
+        raise SettingsError(f"LIFECYCLE_KAFKA_MECHANISM={raw!r}: expected one of {', '.join(MECHANISMS)}")
+    if found != "mTLS" and not env.get("LIFECYCLE_KAFKA_USER"):
+        raise SettingsError(f"LIFECYCLE_KAFKA_MECHANISM={found} needs LIFECYCLE_KAFKA_USER (the principal to log in as)")
+    return found
+
+
 def _path(env: Mapping[str, str], var: str) -> Path | None:
     return Path(env[var]).expanduser() if env.get(var) else None
 
@@ -98,6 +118,13 @@ class Settings:
     kafka_password: str = field(default="", repr=False)
     kafka_credentials: Path | None = None
     kafka_ca: Path | None = None
+    # SCRAM-SHA-512 (the default), SCRAM-SHA-256 or PLAIN over SASL_SSL, or mTLS: a client
+    # certificate (PEM) whose CN the broker takes for the principal; cert and key default to the
+    # local broker's files for kafka_user, so they too are looked up when a client is made.
+    kafka_mechanism: str = "SCRAM-SHA-512"
+    kafka_cert: Path | None = None
+    kafka_key: Path | None = None
+    kafka_key_password: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -138,6 +165,10 @@ class Settings:
             kafka_password=env.get("LIFECYCLE_KAFKA_PASSWORD", ""),
             kafka_credentials=_path(env, "LIFECYCLE_KAFKA_CREDENTIALS"),
             kafka_ca=_path(env, "LIFECYCLE_KAFKA_CA"),
+            kafka_mechanism=_mechanism(env),
+            kafka_cert=_path(env, "LIFECYCLE_KAFKA_CERT"),
+            kafka_key=_path(env, "LIFECYCLE_KAFKA_KEY"),
+            kafka_key_password=env.get("LIFECYCLE_KAFKA_KEY_PASSWORD", ""),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -180,6 +211,14 @@ class Settings:
             env["LIFECYCLE_KAFKA_CREDENTIALS"] = str(self.kafka_credentials)
         if self.kafka_ca is not None:
             env["LIFECYCLE_KAFKA_CA"] = str(self.kafka_ca)
+        if self.kafka_user or self.kafka_mechanism == "mTLS":  # a mechanism alone means nothing
+            env["LIFECYCLE_KAFKA_MECHANISM"] = self.kafka_mechanism
+        if self.kafka_cert is not None:
+            env["LIFECYCLE_KAFKA_CERT"] = str(self.kafka_cert)
+        if self.kafka_key is not None:
+            env["LIFECYCLE_KAFKA_KEY"] = str(self.kafka_key)
+        if self.kafka_key_password:
+            env["LIFECYCLE_KAFKA_KEY_PASSWORD"] = self.kafka_key_password
         return env
 
     def topic(self, name: str) -> str:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from processors.messages import CONSENT, RECORDS, feed
 from processors.policy import Policy
@@ -159,35 +160,44 @@ def apply(admin_settings: Settings, wanted: list[Grant] | None = None, timeout: 
 
 
 def add_users(admin_settings: Settings, passwords: Mapping[str, str], timeout: float = 30.0) -> list[str]:
-    """Creates the SCRAM users the broker does not have yet, with their ``passwords``; returns
-    their names, once the broker knows them.
+    """Creates the SCRAM credentials the broker does not have yet (both SCRAM-SHA-512 and
+    -256, with the same ``passwords``); returns the users that got any, once the broker knows them.
 
     Why besides the format tool's: that one adds users to a new home only, so a consumer
     registered in the policy after the first start would otherwise get a password the broker
-    never heard of. Users the broker has keep theirs: their salted passwords are the ones in
-    use. ``admin_settings`` must connect as a super user.
+    never heard of, and a home formatted before SCRAM-SHA-256 was offered would lack those.
+    Credentials the broker has are kept: their salted passwords are the ones in use.
+    ``admin_settings`` must connect as a super user.
     """
     from kafka.admin import UserScramCredentialUpsertion
 
     from streams.plumbing.admin import admin
 
+    def known(client: Any) -> set[tuple[str, str]]:
+        out: set[tuple[str, str]] = set()
+        for user, info in client.describe_user_scram_credentials().items():
+            for cred in info.get("credential_infos") or ():
+                out.add((user, cred["mechanism"].name.replace("_", "-")))
+        return out
+
     client = admin(admin_settings)
     try:
-        known = set(client.describe_user_scram_credentials())
-        missing = sorted(u for u in passwords if u not in known)
+        missing = sorted({(u, m) for u in passwords for m in security.SCRAM} - known(client))
         if not missing:
             return []
-        result = client.alter_user_scram_credentials(
-            [UserScramCredentialUpsertion(u, security.MECHANISM, passwords[u]) for u in missing]
-        )
-        failed = sorted(u for u, error in result.items() if error)
-        if failed:
-            raise AclError(f"creating the SCRAM users {', '.join(failed)} failed: {result[failed[0]]}")
+        for mechanism in security.SCRAM:  # the broker alters a user's credential once per request
+            batch = [UserScramCredentialUpsertion(u, m, passwords[u]) for u, m in missing if m == mechanism]
+            if not batch:
+                continue
+            result = client.alter_user_scram_credentials(batch)
+            failed = sorted(u for u, error in result.items() if error)
+            if failed:
+                raise AclError(f"creating the SCRAM users {', '.join(failed)} failed: {result[failed[0]]}")
         deadline = time.monotonic() + timeout
-        while not set(missing) <= set(client.describe_user_scram_credentials()):
+        while not set(missing) <= known(client):
             if time.monotonic() > deadline:
                 raise AclError(f"the broker does not know the new SCRAM users within {timeout:.0f} s")
             time.sleep(0.1)
     finally:
         client.close()
-    return missing
+    return sorted({u for u, _ in missing})

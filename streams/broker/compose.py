@@ -95,7 +95,7 @@ def write_bundle(
     users = security.principals(load_policy() if policy is None else policy)
     credentials = security.ensure_credentials(clients / "kafka-credentials", users)
     tls = ensure_tls(broker_dir / "tls", hosts=tuple(dict.fromkeys((host, "localhost", "127.0.0.1"))))
-    secured = Secured(tls, credentials[security.ADMIN])
+    secured = Secured(tls, credentials[security.ADMIN], credentials)
     props = broker_dir / "server.properties"
     security.write_private(props, server_properties(secured, host, data_dir, ports).encode())
     security.write_private(broker_dir / "client.properties", client_properties(secured).encode())

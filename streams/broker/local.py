@@ -17,7 +17,9 @@ The broker listens on 127.0.0.1 only: on the broker port for clients and on the 
 for its controller. It runs detached from the shell that started it.
 
 ``lifecycle broker start --secure`` formats a new home with access control: clients speak
-SASL_SSL (SCRAM-SHA-512) under the principals of ``streams/plumbing/security.py`` (the
+SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN) on the broker port, or show a client
+certificate (``$LIFECYCLE_HOME/broker/tls/clients/<principal>.pem``) on the broker port + 2,
+under the principals of ``streams/plumbing/security.py`` (the
 pipeline's, and one per consumer the policy registers), whose random passwords go to
 ``$LIFECYCLE_HOME/kafka-credentials`` (readable by the user only), and the ACLs of
 ``streams/broker/acls.py`` decide what each may do. A consumer registered later gets its
@@ -46,7 +48,7 @@ from pathlib import Path
 
 from processors.policy import PolicyError
 from streams.broker import acls
-from streams.broker.tls import BROKER_CN, TlsFiles, ensure_tls
+from streams.broker.tls import BROKER_CN, TlsFiles, ensure_client_certs, ensure_tls
 from streams.plumbing import security
 from streams.plumbing.topics import NAMES, ensure_topics
 from streams.settings import Settings, SettingsError, load_policy
@@ -362,30 +364,61 @@ class Secured:
 
     tls: TlsFiles
     admin_password: str = dataclasses.field(repr=False)
+    # principal -> password, for PLAIN (the broker checks PLAIN logins against its JAAS config,
+    # not against the SCRAM credentials in its metadata); empty: nobody logs in with PLAIN
+    plain_users: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
 
 SECURE_LISTENER = "SECURE"
+CERT_LISTENER = "CERTS"
+"""Mutual TLS as a login, on the broker port + 2: a SASL_SSL listener takes its principal from
+SASL, never from a certificate, so certificates need a listener of their own."""
+CN_RULES = "RULE:^CN=([^,]+)$/$1/,DEFAULT"
+"""``User:CN=worker`` becomes ``User:worker``: a certificate gets the ACLs of the principal of
+the same name, however it logs in."""
 
 
-def security_properties(secured: Secured, client_listeners: Sequence[str]) -> str:
+def _jaas_value(text: str) -> str:
+    """A JAAS option value in quotes; our passwords are URL-safe, anything else is refused
+    rather than escaped wrongly (a quote would end the value, and the config with it)."""
+    if any(c in text for c in '"\\;\n'):
+        raise BrokerError("a password holds a quote, backslash, semicolon or newline: not usable in the broker's config")
+    return f'"{text}"'
+
+
+def security_properties(secured: Secured, client_listeners: Sequence[str], cert_listeners: Sequence[str] = ()) -> str:
     """The access-control half of a secured broker's config (also used for docker-compose.yml).
 
-    Why this shape: clients authenticate with SCRAM over TLS on ``client_listeners``; the
-    broker talks to itself on the first of them as ``admin``. The controller listener cannot
-    use SCRAM (KRaft keeps those credentials in the very metadata the controller serves), so
-    it takes mutual TLS: only a certificate from our CA gets in, as ``User:CN=<broker>``.
-    Both are super users; everyone else gets exactly the ACLs of ``streams/broker/acls.py``.
+    Why this shape: clients authenticate with SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN over TLS
+    on ``client_listeners`` (whatever their managed cluster offers, tried here first); the
+    broker talks to itself on the first of them as ``admin``. PLAIN users are listed in the
+    config (readable by its owner only) because the broker checks PLAIN against it. On
+    ``cert_listeners`` a client certificate from our CA is the login, its CN the principal.
+    The controller listener cannot use SCRAM (KRaft keeps those credentials in the very
+    metadata the controller serves), so it takes mutual TLS: only a certificate from our CA
+    gets in, as ``User:CN=<broker>``. Both are super users; everyone else gets exactly the
+    ACLs of ``streams/broker/acls.py``.
     """
-    jaas = (
-        "org.apache.kafka.common.security.scram.ScramLoginModule required "
-        f'username="{security.ADMIN}" password="{secured.admin_password}";'
+    password = _jaas_value(secured.admin_password)
+    scram = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{security.ADMIN}" password={password};'
+    users = " ".join(f"user_{name}={_jaas_value(pw)}" for name, pw in sorted(secured.plain_users.items()))
+    plain = (
+        f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{security.ADMIN}" '
+        f"password={password} {users};"
     )
-    per_listener = "\n".join(
-        f"listener.name.{name.lower()}.{security.MECHANISM.lower()}.sasl.jaas.config={jaas}" for name in client_listeners
-    )
+    lines = []
+    for name in client_listeners:
+        for mechanism in security.SCRAM:
+            lines.append(f"listener.name.{name.lower()}.{mechanism.lower()}.sasl.jaas.config={scram}")
+        lines.append(f"listener.name.{name.lower()}.plain.sasl.jaas.config={plain}")
+    for name in cert_listeners:
+        lines.append(f"listener.name.{name.lower()}.ssl.client.auth=required")
+        lines.append(f"listener.name.{name.lower()}.ssl.principal.mapping.rules={CN_RULES}")
+    per_listener = "\n".join(lines)
     return f"""\
-# Access control: SASL/SCRAM over TLS for clients, mutual TLS on the controller port, ACLs.
-sasl.enabled.mechanisms={security.MECHANISM}
+# Access control: SASL (SCRAM, PLAIN) over TLS and client certificates for clients, mutual TLS
+# on the controller port, ACLs.
+sasl.enabled.mechanisms={",".join(security.SASL)}
 sasl.mechanism.inter.broker.protocol={security.MECHANISM}
 {per_listener}
 ssl.keystore.type=PEM
@@ -399,13 +432,19 @@ allow.everyone.if.no.acl.found=false
 """
 
 
+def cert_port(settings: Settings) -> int:
+    """Where a secured local broker takes client certificates: the broker port + 2."""
+    return settings.broker_port + 2
+
+
 def _server_properties(settings: Settings, version: str, secured: Secured | None = None) -> str:
     port = settings.broker_port
     cport = port + 1
     if secured is None:
-        name, protocols = "PLAINTEXT", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        name, protocols, extra = "PLAINTEXT", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT", ""
     else:
-        name, protocols = SECURE_LISTENER, f"{SECURE_LISTENER}:SASL_SSL,CONTROLLER:SSL"
+        name, protocols = SECURE_LISTENER, f"{SECURE_LISTENER}:SASL_SSL,CONTROLLER:SSL,{CERT_LISTENER}:SSL"
+        extra = f",{CERT_LISTENER}://127.0.0.1:{cert_port(settings)}"
     return f"""\
 # Written by `lifecycle broker start` for Kafka {version}; rewritten at every start.
 process.roles=broker,controller
@@ -413,8 +452,8 @@ node.id={NODE_ID}
 # A static quorum (voters from this file, not from the formatted log), so that moving the
 # ports with LIFECYCLE_BROKER_PORT keeps working on an existing data directory.
 controller.quorum.voters={NODE_ID}@127.0.0.1:{cport}
-listeners={name}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners={name}://127.0.0.1:{port}
+listeners={name}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}{extra}
+advertised.listeners={name}://127.0.0.1:{port}{extra}
 inter.broker.listener.name={name}
 controller.listener.names=CONTROLLER
 listener.security.protocol.map={protocols}
@@ -446,7 +485,7 @@ num.partitions={settings.partitions}
 # Small machine, workers beside it.
 num.network.threads=2
 num.io.threads=4
-""" + ("" if secured is None else "\n" + security_properties(secured, [SECURE_LISTENER]))
+""" + ("" if secured is None else "\n" + security_properties(secured, [SECURE_LISTENER], [CERT_LISTENER]))
 
 
 _LOG4J2 = """\
@@ -502,14 +541,16 @@ def _java_cmd(java: str, libs: Path, settings: Settings, main: list[str], opts: 
 
 
 def scram_args(credentials: Mapping[str, str]) -> list[str]:
-    """The format tool's ``--add-scram`` arguments: one SCRAM user per principal.
+    """The format tool's ``--add-scram`` arguments: one SCRAM user per principal, with both
+    SCRAM-SHA-512 and -256 credentials (the same password) so a client may use either.
 
     SCRAM users are created when formatting because the broker needs its own (``admin``)
     before it can authenticate anyone; the others come along so a fresh home is complete.
     """
     out: list[str] = []
     for user, password in sorted(credentials.items()):
-        out += ["--add-scram", f'{security.MECHANISM}=[name={user},password="{password}"]']
+        for mechanism in security.SCRAM:
+            out += ["--add-scram", f'{mechanism}=[name={user},password="{password}"]']
     return out
 
 
@@ -689,10 +730,14 @@ def admin_settings(settings: Settings) -> Settings:
         kafka_password=password,
         kafka_credentials=None,
         kafka_ca=_tls_dir(settings) / "ca.pem",
+        kafka_mechanism=security.MECHANISM,
+        kafka_cert=None,
+        kafka_key=None,
+        kafka_key_password="",
     )
 
 
-def _secure_setup(settings: Settings, wanted: bool) -> tuple[Secured | None, dict[str, str]]:
+def _secure_setup(settings: Settings, wanted: bool, progress: Progress = _quiet) -> tuple[Secured | None, dict[str, str]]:
     """TLS files and credentials when this start is secured; refuses to half-secure a home.
 
     A home formatted without SCRAM users cannot gain them later (they are written when
@@ -710,9 +755,11 @@ def _secure_setup(settings: Settings, wanted: bool) -> tuple[Secured | None, dic
     try:
         files = ensure_tls(_tls_dir(settings))
         credentials = security.ensure_credentials(_credentials_path(settings), _principals(settings))
-    except (OSError, SettingsError, PolicyError) as e:
+        if not ensure_client_certs(files, _principals(settings)) and not files.ca_key.is_file():
+            progress(f"no client certificates: this home's CA predates them (delete {_tls_dir(settings)} for a new CA)")
+    except (OSError, ValueError, SettingsError, PolicyError) as e:
         raise BrokerError(f"preparing TLS and credentials failed: {e}") from None
-    return Secured(files, credentials[security.ADMIN]), credentials
+    return Secured(files, credentials[security.ADMIN], credentials), credentials
 
 
 def start(settings: Settings, progress: Progress = _quiet, secure: bool = False) -> BrokerStatus:
@@ -736,7 +783,9 @@ def start(settings: Settings, progress: Progress = _quiet, secure: bool = False)
     broker_dir = settings.broker_dir
     broker_dir.mkdir(parents=True, exist_ok=True)
     _pid_path(settings).unlink(missing_ok=True)  # stale: its process is gone
-    secured, credentials = _secure_setup(settings, secure)
+    secured, credentials = _secure_setup(settings, secure, progress)
+    if secured is not None:
+        _check_port(cert_port(settings), " (for client certificates, broker port + 2)")
     properties = _server_properties(settings, settings.kafka_version, secured)
     if secured is None:
         _props_path(settings).write_text(properties)
@@ -812,7 +861,8 @@ def _describe(st: BrokerStatus) -> str:
 def _print_access(settings: Settings) -> None:
     """Where a client finds what it needs; the passwords themselves are never printed."""
     others = ", ".join(p for p in _principals(settings) if p != security.ADMIN)
-    print(f"access: SASL_SSL with {security.MECHANISM}, ACLs for {others} (admin: super user)")
+    print(f"access: SASL_SSL with {', '.join(security.SASL)}, ACLs for {others} (admin: super user)")
+    print(f"client certificates (mTLS): 127.0.0.1:{cert_port(settings)}, {_tls_dir(settings) / 'clients'}")
     print(f"credentials: {_credentials_path(settings)} (readable by you only; LIFECYCLE_KAFKA_USER picks one)")
     print(f"ca: {_tls_dir(settings) / 'ca.pem'}")
 

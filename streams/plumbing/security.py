@@ -6,7 +6,11 @@ without them falls back to PLAINTEXT, which a TLS port answers with silence, so 
 option looks like a dead broker.
 
 Security is on when ``LIFECYCLE_KAFKA_USER`` names a principal; then every client speaks
-SASL_SSL with SCRAM-SHA-512. The password is ``LIFECYCLE_KAFKA_PASSWORD``, else that user's
+SASL_SSL with ``LIFECYCLE_KAFKA_MECHANISM`` (SCRAM-SHA-512 unless it says SCRAM-SHA-256 or
+PLAIN; PLAIN only ever over TLS, as it sends the password itself). With ``mTLS`` the client
+speaks SSL and shows a certificate instead (``LIFECYCLE_KAFKA_CERT`` and ``LIFECYCLE_KAFKA_KEY``,
+by default the local broker's for ``LIFECYCLE_KAFKA_USER``); the broker takes its CN for the
+principal, so the same ACLs apply whichever way a principal logs in. The password is ``LIFECYCLE_KAFKA_PASSWORD``, else that user's
 entry in the credentials file that ``lifecycle broker start --secure`` wrote (readable by its
 owner only), so a user of the local broker never copies a password around. Without a user,
 everything stays PLAINTEXT, exactly as before.
@@ -28,6 +32,10 @@ from streams.settings import Settings, SettingsError
 
 PROTOCOL = "SASL_SSL"
 MECHANISM = "SCRAM-SHA-512"
+"""The default mechanism, and the one the local broker's own principal uses between its listeners."""
+SCRAM = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+SASL = (*SCRAM, "PLAIN")
+MTLS = "mTLS"
 ADMIN = "admin"
 PRINCIPALS = (ADMIN, "worker", "upstream", "downstream", "auditor")
 """The pipeline's own principals. ``admin`` is the broker's own principal and a super user;
@@ -65,7 +73,32 @@ def ca_path(settings: Settings) -> Path:
 
 
 def secured(settings: Settings) -> bool:
-    return bool(settings.kafka_user)
+    return bool(settings.kafka_user) or settings.kafka_mechanism == MTLS
+
+
+def client_cert_paths(tls_dir: Path, user: str) -> tuple[Path, Path]:
+    """(certificate, private key) the local broker issued to ``user``, next to its CA."""
+    return tls_dir / "clients" / f"{user}.pem", tls_dir / "clients" / f"{user}-key.pem"
+
+
+def _client_cert(settings: Settings) -> tuple[str, str]:
+    """The certificate and key files of an mTLS login, each checked to exist (one line naming
+    the setting otherwise: a missing file would surface as a handshake the broker drops)."""
+    default_cert, default_key = (
+        client_cert_paths(settings.broker_dir / "tls", settings.kafka_user) if settings.kafka_user else (None, None)
+    )
+    found: list[str] = []
+    for var, given, default in (
+        ("LIFECYCLE_KAFKA_CERT", settings.kafka_cert, default_cert),
+        ("LIFECYCLE_KAFKA_KEY", settings.kafka_key, default_key),
+    ):
+        path = given or default
+        if path is None:
+            raise SettingsError(f"LIFECYCLE_KAFKA_MECHANISM=mTLS needs {var} (a PEM file) or LIFECYCLE_KAFKA_USER")
+        if not path.is_file():
+            raise SettingsError(f"{var}: no such file {path}")
+        found.append(str(path))
+    return found[0], found[1]
 
 
 def read_credentials(path: Path) -> dict[str, str]:
@@ -133,14 +166,38 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     no principal is configured."""
     if not secured(settings):
         return {}
+    if settings.kafka_mechanism == MTLS:
+        cert, key = _client_cert(settings)
+        return {
+            "security_protocol": "SSL",
+            "ssl_cafile": _ca(settings),
+            "ssl_certfile": cert,
+            "ssl_keyfile": key,
+            "ssl_password": settings.kafka_key_password or None,
+            "ssl_check_hostname": True,
+        }
     return {
         "security_protocol": PROTOCOL,
-        "sasl_mechanism": MECHANISM,
+        "sasl_mechanism": settings.kafka_mechanism,
         "sasl_plain_username": settings.kafka_user,
         "sasl_plain_password": password(settings),
         "ssl_cafile": _ca(settings),
         "ssl_check_hostname": True,
     }
+
+
+def login_hint(settings: Settings) -> str:
+    """What to check when a secured broker never answers: a refused login looks exactly like
+    a dead broker to a client (it retries until its bootstrap timeout), so a message naming
+    only the address would send the reader to the wrong setting. Names settings, never values."""
+    if not secured(settings):
+        return ""
+    if settings.kafka_mechanism == MTLS:
+        return ", or it refused the client certificate (LIFECYCLE_KAFKA_CERT, LIFECYCLE_KAFKA_KEY, LIFECYCLE_KAFKA_CA)"
+    return (
+        f", or it refused the login as {settings.kafka_user} with {settings.kafka_mechanism} "
+        "(LIFECYCLE_KAFKA_PASSWORD, LIFECYCLE_KAFKA_MECHANISM, LIFECYCLE_KAFKA_CA)"
+    )
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext:
@@ -153,9 +210,19 @@ def librdkafka_security(settings: Settings) -> dict[str, Any]:
     kw = client_kwargs(settings)
     if not kw:
         return {}
+    if kw["security_protocol"] == "SSL":
+        conf = {
+            "security.protocol": "SSL",
+            "ssl.ca.location": kw["ssl_cafile"],
+            "ssl.certificate.location": kw["ssl_certfile"],
+            "ssl.key.location": kw["ssl_keyfile"],
+        }
+        if kw["ssl_password"]:
+            conf["ssl.key.password"] = kw["ssl_password"]
+        return conf
     return {
         "security.protocol": kw["security_protocol"],
-        "sasl.mechanism": kw["sasl_mechanism"],
+        "sasl.mechanisms": kw["sasl_mechanism"],
         "sasl.username": kw["sasl_plain_username"],
         "sasl.password": kw["sasl_plain_password"],
         "ssl.ca.location": kw["ssl_cafile"],

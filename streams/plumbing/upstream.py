@@ -23,7 +23,7 @@ from typing import Any
 
 from schemas.codec import CodecError, encode
 from schemas.contract import ContractError, parse_line
-from streams.plumbing.security import client_kwargs
+from streams.plumbing.security import client_kwargs, login_hint
 from streams.settings import Settings
 
 DEFAULT_TIMEOUT = 300.0
@@ -92,7 +92,8 @@ def producer(settings: Settings, **overrides: Any) -> Any:
             **{**client_kwargs(settings), **overrides},
         )
     except KafkaTimeoutError:  # kafka-python 3: "Unable to bootstrap"
-        raise PublishError(f"no Kafka broker answers at {settings.bootstrap} (LIFECYCLE_BOOTSTRAP)") from None
+        hint = login_hint(settings)
+        raise PublishError(f"no Kafka broker answers at {settings.bootstrap} (LIFECYCLE_BOOTSTRAP){hint}") from None
 
 
 def publish_lines(

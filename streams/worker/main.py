@@ -73,8 +73,9 @@ def run(settings: Settings | None = None, loglevel: str = "info", dev: bool = Fa
         worker = Worker(settings, load_policy(settings.policy_file), settings.keyring(dev=dev))
         security = librdkafka_security(settings)
         log.info(
-            "connecting to %s as %s over %s",
+            "connecting to %s as %s over %s%s",
             settings.bootstrap, settings.kafka_user or "(no principal)", security.get("security.protocol", "PLAINTEXT"),
+            f" ({security['sasl.mechanisms']})" if "sasl.mechanisms" in security else "",
         )  # fmt: skip
 
         def stop(signum: int, frame: Any) -> None:

@@ -11,17 +11,19 @@ from streams.settings import Settings
 
 
 def free_port_pair() -> int:
-    """A port p with p + 1 free as well: the local broker puts its controller on the next port."""
+    """A port p with p + 1 and p + 2 free as well: the local broker puts its controller on the
+    next port, and a secured one its client-certificate listener on the one after."""
     for _ in range(100):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port >= 65535:
+        if port >= 65534:
             continue
         try:
-            with socket.socket() as a, socket.socket() as b:
+            with socket.socket() as a, socket.socket() as b, socket.socket() as c:
                 a.bind(("127.0.0.1", port))
                 b.bind(("127.0.0.1", port + 1))
+                c.bind(("127.0.0.1", port + 2))  # a secured broker's client-certificate listener
         except OSError:
             continue
         return port

@@ -367,7 +367,9 @@ def test_secrets_are_private_and_never_logged(secure_kafka: Settings) -> None:
     for path in (home / "kafka-credentials", secure_kafka.broker_dir / "server.properties",
                  secure_kafka.broker_dir / "tls" / "broker.pem"):  # fmt: skip
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    assert not list(secure_kafka.broker_dir.rglob("*key*.pem"))  # the CA's key was never written
+    keys = list(secure_kafka.broker_dir.rglob("*key*.pem"))  # the CA's, kept to issue client certificates, and theirs
+    assert secure_kafka.broker_dir / "tls" / "ca-key.pem" in keys and len(keys) == 1 + len(security.principals(load_policy(None)))
+    assert all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in keys), keys
     assert not (secure_kafka.broker_dir / "format.args").exists()  # the format tool's arguments are gone
     creds = passwords(secure_kafka)
     assert set(creds) == set(security.principals(load_policy(None))) and len(set(creds.values())) == len(creds)

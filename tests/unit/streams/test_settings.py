@@ -85,6 +85,93 @@ def test_security_settings_from_the_environment(tmp_path: Path) -> None:
     assert all(p not in str(info.value) for p in passwords(s).values())
 
 
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "scram-sha-256", "PLAIN"])
+def test_each_sasl_mechanism_configures_both_libraries_alike_and_always_over_tls(tmp_path: Path, mechanism: str) -> None:
+    (tmp_path / "ca.pem").write_text("x")
+    env = {
+        "LIFECYCLE_HOME": str(tmp_path), "LIFECYCLE_KAFKA_USER": "worker", "LIFECYCLE_KAFKA_PASSWORD": "pw",
+        "LIFECYCLE_KAFKA_CA": str(tmp_path / "ca.pem"), "LIFECYCLE_KAFKA_MECHANISM": mechanism,
+    }  # fmt: skip
+    s = Settings.from_env(env)
+    assert s.kafka_mechanism == mechanism.upper() and Settings.from_env(s.to_env()) == s
+    kw, rd = security.client_kwargs(s), security.librdkafka_security(s)
+    assert (kw["security_protocol"], kw["sasl_mechanism"]) == ("SASL_SSL", mechanism.upper())
+    assert (rd["security.protocol"], rd["sasl.mechanisms"], rd["ssl.ca.location"]) == (
+        "SASL_SSL",
+        mechanism.upper(),
+        kw["ssl_cafile"],
+    )
+    assert (
+        Settings.from_env({k: v for k, v in env.items() if k != "LIFECYCLE_KAFKA_MECHANISM"}).kafka_mechanism == "SCRAM-SHA-512"
+    )
+
+
+def test_mtls_takes_a_certificate_the_local_broker_issued_or_the_one_given(tmp_path: Path) -> None:
+    ca = ensure_tls(tmp_path / "broker" / "tls")
+    from streams.broker.tls import ensure_client_certs
+
+    assert ensure_client_certs(ca, ("worker",)) == ["worker"] and ensure_client_certs(ca, ("worker",)) == []
+    cert, key = security.client_cert_paths(tmp_path / "broker" / "tls", "worker")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(ca.ca_key.stat().st_mode) == 0o600
+    env = {"LIFECYCLE_HOME": str(tmp_path), "LIFECYCLE_KAFKA_MECHANISM": "mtls", "LIFECYCLE_KAFKA_USER": "worker"}
+    s = Settings.from_env(env)
+    assert Settings.from_env(s.to_env()) == s
+    kw, rd = security.client_kwargs(s), security.librdkafka_security(s)
+    assert kw["security_protocol"] == "SSL" and (kw["ssl_certfile"], kw["ssl_keyfile"]) == (str(cert), str(key))
+    assert "sasl_mechanism" not in kw and "sasl_plain_password" not in kw
+    assert rd == {
+        "security.protocol": "SSL", "ssl.ca.location": str(ca.ca),
+        "ssl.certificate.location": str(cert), "ssl.key.location": str(key),
+    }  # fmt: skip
+    given = Settings.from_env({
+        "LIFECYCLE_HOME": str(tmp_path), "LIFECYCLE_KAFKA_MECHANISM": "mTLS", "LIFECYCLE_KAFKA_CA": str(ca.ca),
+        "LIFECYCLE_KAFKA_CERT": str(cert), "LIFECYCLE_KAFKA_KEY": str(key), "LIFECYCLE_KAFKA_KEY_PASSWORD": "kp",
+    })  # fmt: skip
+    assert Settings.from_env(given.to_env()) == given and "kp" not in repr(given)
+    assert security.librdkafka_security(given)["ssl.key.password"] == security.client_kwargs(given)["ssl_password"] == "kp"
+    with pytest.raises(SettingsError, match=r"^LIFECYCLE_KAFKA_CERT: no such file"):
+        security.client_kwargs(dataclasses.replace(given, kafka_cert=tmp_path / "nope.pem"))
+    with pytest.raises(SettingsError, match=r"^LIFECYCLE_KAFKA_MECHANISM=mTLS needs LIFECYCLE_KAFKA_CERT"):
+        security.client_kwargs(dataclasses.replace(given, kafka_cert=None))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"LIFECYCLE_KAFKA_MECHANISM": "GSSAPI", "LIFECYCLE_KAFKA_USER": "w"},
+            "LIFECYCLE_KAFKA_MECHANISM='GSSAPI': expected one of SCRAM-SHA-512, SCRAM-SHA-256, PLAIN, mTLS",
+        ),
+        (
+            {"LIFECYCLE_KAFKA_MECHANISM": "PLAIN"},
+            "LIFECYCLE_KAFKA_MECHANISM=PLAIN needs LIFECYCLE_KAFKA_USER (the principal to log in as)",
+        ),
+    ],
+)
+def test_a_wrong_mechanism_is_one_line_naming_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert str(info.value) == message
+
+
+def test_the_secured_broker_offers_every_mechanism_and_certificates(tmp_path: Path) -> None:
+    files = ensure_tls(tmp_path / "tls")
+    props = broker.security_properties(
+        broker.Secured(files, "adminpw", {"admin": "adminpw", "mailer": "m-pw"}), ["SECURE"], ["CERTS"]
+    )
+    assert "sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN" in props
+    assert 'user_mailer="m-pw"' in props and "listener.name.secure.scram-sha-256.sasl.jaas.config=" in props
+    assert "listener.name.certs.ssl.client.auth=required" in props
+    assert "listener.name.certs.ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT" in props
+    args = broker.scram_args({"mailer": "m-pw"})
+    assert args == [
+        "--add-scram",
+        'SCRAM-SHA-512=[name=mailer,password="m-pw"]',
+        "--add-scram",
+        'SCRAM-SHA-256=[name=mailer,password="m-pw"]',
+    ]
+
+
 def test_compose_runs_the_files_its_secrets_service_writes(tmp_path: Path) -> None:
     """docker-compose.yml cannot run without Docker: at least it must use the files that
     ``python -m streams.broker.compose`` writes, for the users that own them, with the same
@@ -121,14 +208,14 @@ def test_compose_runs_the_files_its_secrets_service_writes(tmp_path: Path) -> No
     creds = security.read_credentials(tmp_path / "clients" / "kafka-credentials")
     assert (
         broker.security_properties(
-            broker.Secured(ensure_tls(tmp_path / "broker" / "tls"), creds["admin"]), ["SECURE", "SECURE_HOST"]
+            broker.Secured(ensure_tls(tmp_path / "broker" / "tls"), creds["admin"], creds), ["SECURE", "SECURE_HOST"]
         )
         in server
     )
     args = (tmp_path / "broker" / "format.args").read_text()
     assert all(f"name={p}," in args for p in security.principals(load_policy(None)))  # a login per consumer too
     for private in ("broker/server.properties", "broker/format.args", "broker/client.properties",
-                    "broker/tls/broker.pem", "clients/kafka-credentials"):  # fmt: skip
+                    "broker/tls/broker.pem", "broker/tls/ca-key.pem", "clients/kafka-credentials"):  # fmt: skip
         assert stat.S_IMODE((tmp_path / private).stat().st_mode) == 0o600, private
     write_bundle(tmp_path)  # a second `up` keeps the passwords (they are formatted into the data)
     assert security.read_credentials(tmp_path / "clients" / "kafka-credentials") == creds
