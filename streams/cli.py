@@ -1,7 +1,7 @@
 """The ``lifecycle`` command line.
 
     lifecycle demo                       run the whole pipeline once on a sample history
-    lifecycle broker start|stop|status   a local single-node Apache Kafka (KRaft); --secure: SASL_SSL + ACLs
+    lifecycle broker start|stop|status   a local Apache Kafka (KRaft); --nodes 3: a cluster; --secure: SASL_SSL + ACLs
     lifecycle worker                     the stream processors (guard, fold, timer)
     lifecycle publish FILE|-             JSON lines → Avro on lifecycle.ingest
     lifecycle consent SUBJECT            a subject's consent snapshot, as JSON
@@ -27,9 +27,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = sub.add_parser("demo", help="start a broker and a worker, publish a sample history, show the result")
     d.add_argument("--keep", action="store_true", help="keep the demo's topics afterwards")
-    b = sub.add_parser("broker", help="a local single-node Apache Kafka (KRaft)")
+    b = sub.add_parser("broker", help="a local Apache Kafka (KRaft): one node, or a cluster of several")
     b.add_argument("action", choices=["start", "stop", "status"])
     b.add_argument("--secure", action="store_true", help="start with SASL/SCRAM over TLS and ACLs (see README)")
+    b.add_argument(
+        "--nodes", type=int, metavar="N",
+        help="start N KRaft nodes on neighbouring ports (default: what the home has, else 1)",
+    )  # fmt: skip
+    b.add_argument("--node", type=int, metavar="ID", help="stop only this node of the cluster")
     w = sub.add_parser("worker", help="run the stream processors until interrupted")
     w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     w.add_argument(
@@ -86,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "broker":
         from streams.broker.local import main_broker
 
-        return main_broker([args.action, *(["--secure"] if args.secure else [])])
+        nodes = ["--nodes", str(args.nodes)] if args.nodes is not None else []
+        node = ["--node", str(args.node)] if args.node is not None else []
+        return main_broker([args.action, *(["--secure"] if args.secure else []), *nodes, *node])
     if args.command == "worker":
         return _worker(settings, args.loglevel, args.dev)
     if args.command == "replay":

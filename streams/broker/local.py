@@ -1,4 +1,5 @@
-"""A local single-node Apache Kafka (KRaft, broker and controller in one JVM) for development.
+"""A local Apache Kafka for development: one KRaft node (broker and controller in one JVM), or a
+cluster of several on neighbouring ports.
 
 No Docker, no Kafka tarball: the broker runs from the Apache Kafka jars on Maven Central,
 fetched once with ``mvn`` into the user cache, on the machine's own Java 17+::
@@ -6,15 +7,19 @@ fetched once with ``mvn`` into the user cache, on the machine's own Java 17+::
     lifecycle broker start     # first run fetches the jars (~30 s), later runs take seconds
     lifecycle broker status    # exit 0 when running, 3 when not
     lifecycle broker stop
+    lifecycle broker start --nodes 3   # three nodes: try failover, run the fault tests
 
 Where things live (``LIFECYCLE_HOME``, ``LIFECYCLE_CACHE``, ``LIFECYCLE_BROKER_PORT`` move them):
 
 - jars: ``$LIFECYCLE_CACHE/kafka-<version>/libs`` (shared by every home on the machine);
 - config, pid file and ``broker.log``: ``$LIFECYCLE_HOME/broker``;
-- data: ``$LIFECYCLE_HOME/broker/data``, formatted once, so topics survive stop and start.
+- data: ``$LIFECYCLE_HOME/broker/data``, formatted once, so topics survive stop and start;
+- with ``--nodes N``: the same per node, in ``$LIFECYCLE_HOME/broker/node-<id>``.
 
 The broker listens on 127.0.0.1 only: on the broker port for clients and on the next port
-for its controller. It runs detached from the shell that started it.
+for its controller; node *i* of *N* on broker port + *i* - 1, its controller on broker port
++ *N* + *i* - 1. Every node is a controller and a broker, so the cluster keeps working (and
+electing) while a majority of its nodes runs. It runs detached from the shell that started it.
 
 ``lifecycle broker start --secure`` formats a new home with access control: clients speak
 SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN) on the broker port, or show a client
@@ -50,7 +55,8 @@ from processors.policy import PolicyError
 from streams.broker import acls
 from streams.broker.tls import BROKER_CN, TlsFiles, ensure_client_certs, ensure_tls
 from streams.plumbing import security
-from streams.plumbing.topics import NAMES, ensure_topics
+from streams.plumbing.admin import opened
+from streams.plumbing.topics import NAMES, ReplicationError, ensure_topics
 from streams.settings import Settings, SettingsError, load_policy
 
 Progress = Callable[[str], None]
@@ -71,7 +77,8 @@ RUNTIME_DEPS = [  # the jars Kafka's own distribution puts on the server's class
 ]
 READY_TIMEOUT = 60.0
 MARKER = ".complete"
-NODE_ID = 1
+NODE_ID = 1  # a single node's id (and the first of a cluster's)
+MAX_NODES = 9
 
 
 class BrokerError(Exception):
@@ -79,11 +86,28 @@ class BrokerError(Exception):
 
 
 @dataclass(frozen=True)
+class NodeStatus:
+    """One node of the broker: where it listens, whether it runs, where to read why not."""
+
+    id: int
+    bootstrap: str
+    controller: str
+    pid: int | None
+    log: Path
+    data_dir: Path
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+
+@dataclass(frozen=True)
 class BrokerStatus:
     """Enough to point a client at the broker (``bootstrap``) or to find out why it stopped (``log``).
 
     ``bootstrap`` is the address the running broker was started with, which may differ from
-    what the environment now says.
+    what the environment now says; on several nodes, all of theirs. ``running``: every node
+    runs; ``pid``, ``log`` and ``data_dir`` are the first node's, ``nodes`` each one's.
     """
 
     running: bool
@@ -93,6 +117,7 @@ class BrokerStatus:
     data_dir: Path
     version: str
     secure: bool = False
+    nodes: tuple[NodeStatus, ...] = ()
 
 
 def _quiet(_: str) -> None:
@@ -106,20 +131,112 @@ def _jar_dir(settings: Settings) -> Path:
     return settings.cache / f"kafka-{settings.kafka_version}"
 
 
+@dataclass(frozen=True)
+class Node:
+    """One KRaft node of this home's broker: its directory and its two ports.
+
+    A single node keeps the layout homes had before there could be more (its files right in
+    ``$LIFECYCLE_HOME/broker``), so an existing home starts as it always did.
+    """
+
+    id: int
+    dir: Path
+    port: int
+    controller_port: int
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "broker.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.dir / "broker.pid"
+
+    @property
+    def props(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _node_dir(settings: Settings, node_id: int, count: int) -> Path:
+    return settings.broker_dir if count == 1 else settings.broker_dir / f"node-{node_id}"
+
+
+def _count_path(settings: Settings) -> Path:
+    return settings.broker_dir / "nodes"
+
+
+def _layout(settings: Settings, count: int, base: int) -> list[Node]:
+    return [Node(i, _node_dir(settings, i, count), base + i - 1, base + count + i - 1) for i in range(1, count + 1)]
+
+
+def _formatted_count(settings: Settings) -> int | None:
+    """How many nodes this home's data was formatted for; None when nothing is formatted yet.
+
+    A home formatted before there could be several nodes has no count file: it is one node."""
+    try:
+        count = int(_count_path(settings).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        count = 1
+    if any((n.data_dir / "meta.properties").is_file() for n in _layout(settings, count, settings.broker_port)):
+        return count
+    return None
+
+
+def _node_count(settings: Settings, wanted: int | None = None) -> int:
+    """The home's node count; ``wanted`` (``--nodes``) must match a formatted home's."""
+    formatted = _formatted_count(settings)
+    if wanted is None:
+        return formatted or 1
+    if not 1 <= wanted <= MAX_NODES:
+        raise BrokerError(f"--nodes {wanted}: a local cluster has 1 to {MAX_NODES} nodes")
+    if formatted is not None and formatted != wanted:
+        raise BrokerError(
+            f"--nodes {wanted}: {settings.broker_dir} holds a broker of {formatted} node(s), formatted so; "
+            "use another LIFECYCLE_HOME (or delete that directory)"
+        )
+    return wanted
+
+
+def _listened_port(props: Path) -> int | None:
+    try:
+        text = props.read_text()
+    except OSError:
+        return None
+    match = re.search(r"^listeners=\w+://[^:]+:(\d+)", text, re.M)
+    return int(match.group(1)) if match else None
+
+
+def _nodes(settings: Settings, count: int | None = None) -> list[Node]:
+    """This home's nodes, on the ports the running ones were started with (the environment may
+    since have changed), else on ``LIFECYCLE_BROKER_PORT``'s."""
+    count = count or _node_count(settings)
+    planned = _layout(settings, count, settings.broker_port)
+    for node in planned:
+        pid = _read_pid(node)
+        port = _listened_port(node.props) if pid is not None and _is_ours(node, pid) else None
+        if port is not None:
+            return _layout(settings, count, port - node.id + 1)
+    return planned
+
+
+def _first(settings: Settings) -> Node:
+    return _nodes(settings)[0]
+
+
 def _data_dir(settings: Settings) -> Path:
-    return settings.broker_dir / "data"
+    return _first(settings).data_dir
 
 
 def _log_path(settings: Settings) -> Path:
-    return settings.broker_dir / "broker.log"
-
-
-def _pid_path(settings: Settings) -> Path:
-    return settings.broker_dir / "broker.pid"
-
-
-def _props_path(settings: Settings) -> Path:
-    return settings.broker_dir / "server.properties"
+    return _first(settings).log
 
 
 def _tls_dir(settings: Settings) -> Path:
@@ -285,9 +402,9 @@ def ensure_jars(settings: Settings, progress: Progress = _quiet) -> Path:
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _read_pid(settings: Settings) -> int | None:
+def _read_pid(node: Node) -> int | None:
     try:
-        return int(_pid_path(settings).read_text().strip())
+        return int(node.pid_path.read_text().strip())
     except (OSError, ValueError):
         return None
 
@@ -309,7 +426,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _is_ours(settings: Settings, pid: int) -> bool:
+def _is_ours(node: Node, pid: int) -> bool:
     """A recycled pid must not be mistaken for our broker, so check its command line."""
     if not _alive(pid):
         return False
@@ -317,25 +434,18 @@ def _is_ours(settings: Settings, pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return True  # no /proc (macOS): trust the pid file
-    return b"kafka.Kafka" in cmdline and str(_props_path(settings)).encode() in cmdline
+    return b"kafka.Kafka" in cmdline and str(node.props).encode() in cmdline
+
+
+def _node_pid(node: Node) -> int | None:
+    pid = _read_pid(node)
+    return pid if pid is not None and _is_ours(node, pid) else None
 
 
 def running_pid(settings: Settings) -> int | None:
-    """The pid of the broker this home started, if it is still running (None otherwise)."""
-    pid = _read_pid(settings)
-    if pid is not None and _is_ours(settings, pid):
-        return pid
-    return None
-
-
-def _port_of(settings: Settings) -> int:
-    """The port the running broker was started with, which the environment may since have changed."""
-    try:
-        text = _props_path(settings).read_text()
-    except OSError:
-        return settings.broker_port
-    match = re.search(r"^listeners=\w+://[^:]+:(\d+)", text, re.M)
-    return int(match.group(1)) if match else settings.broker_port
+    """The pid of the broker this home started (its first running node's), if it is still
+    running (None otherwise)."""
+    return next((pid for node in _nodes(settings) if (pid := _node_pid(node)) is not None), None)
 
 
 def _check_port(port: int, what: str) -> None:
@@ -348,6 +458,20 @@ def _check_port(port: int, what: str) -> None:
         except OSError:
             taken = f"port {port}{what} is taken by another process"
             raise BrokerError(f"{taken}: set LIFECYCLE_BROKER_PORT") from None
+
+
+def _check_ports(nodes: Sequence[Node], count: int) -> None:
+    """Every port the nodes about to start need, each named by what it is for."""
+    base = nodes[0].port - nodes[0].id + 1 if nodes else 0
+    if nodes and base + 2 * count - 1 > 65535:
+        raise BrokerError(f"LIFECYCLE_BROKER_PORT={base}: {count} nodes need the {2 * count} ports from it, past 65535")
+    for node in nodes:
+        if count == 1:
+            _check_port(node.port, "")
+            _check_port(node.controller_port, " (the controller's, broker port + 1)")
+        else:
+            _check_port(node.port, f" (node {node.id}'s, broker port + {node.port - base})")
+            _check_port(node.controller_port, f" (node {node.id}'s controller, broker port + {node.controller_port - base})")
 
 
 def new_cluster_id() -> str:
@@ -437,9 +561,21 @@ def cert_port(settings: Settings) -> int:
     return settings.broker_port + 2
 
 
-def _server_properties(settings: Settings, version: str, secured: Secured | None = None) -> str:
-    port = settings.broker_port
-    cport = port + 1
+def replicas(count: int) -> tuple[int, int]:
+    """(copies, in sync for a write) of the broker's internal topics (group offsets,
+    transactions) on ``count`` nodes: what ``streams.plumbing.topics.replication`` gives the
+    project's own topics by default, so a committed offset is as safe as what it points past."""
+    copies = min(3, count)
+    return copies, 2 if copies >= 3 else 1
+
+
+def _server_properties(settings: Settings, version: str, secured: Secured | None = None, node: Node | None = None,
+                       cluster: Sequence[Node] = ()) -> str:  # fmt: skip
+    node = node or _layout(settings, 1, settings.broker_port)[0]
+    cluster = cluster or [node]
+    port, cport = node.port, node.controller_port
+    voters = ",".join(f"{n.id}@127.0.0.1:{n.controller_port}" for n in cluster)
+    copies, insync = replicas(len(cluster))
     if secured is None:
         name, protocols, extra = "PLAINTEXT", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT", ""
     else:
@@ -448,23 +584,26 @@ def _server_properties(settings: Settings, version: str, secured: Secured | None
     return f"""\
 # Written by `lifecycle broker start` for Kafka {version}; rewritten at every start.
 process.roles=broker,controller
-node.id={NODE_ID}
+node.id={node.id}
 # A static quorum (voters from this file, not from the formatted log), so that moving the
 # ports with LIFECYCLE_BROKER_PORT keeps working on an existing data directory.
-controller.quorum.voters={NODE_ID}@127.0.0.1:{cport}
+controller.quorum.voters={voters}
 listeners={name}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}{extra}
 advertised.listeners={name}://127.0.0.1:{port}{extra}
 inter.broker.listener.name={name}
 controller.listener.names=CONTROLLER
 listener.security.protocol.map={protocols}
-log.dirs={_data_dir(settings)}
+log.dirs={node.data_dir}
 
-# One node: every internal topic has a single replica.
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+# {len(cluster)} node(s): the internal topics keep {copies} copies and a write needs {insync} of them
+# in sync, as the project's topics do by default (streams/plumbing/topics.py).
+offsets.topic.replication.factor={copies}
+transaction.state.log.replication.factor={copies}
+transaction.state.log.min.isr={insync}
+share.coordinator.state.topic.replication.factor={copies}
+share.coordinator.state.topic.min.isr={insync}
+default.replication.factor={copies}
+min.insync.replicas={insync}
 # Fewer internal partitions than the production default (50): faster first group join, fewer files.
 offsets.topic.num.partitions=8
 transaction.state.log.num.partitions=8
@@ -564,23 +703,47 @@ def write_argfile(path: Path, args: Sequence[str]) -> None:
     security.write_private(path, ("\n".join(quoted(a) for a in args) + "\n").encode())
 
 
+def _cluster_id(nodes: Sequence[Node]) -> str:
+    """The id a node formatted already carries (the others must join that cluster), else a new one."""
+    for node in nodes:
+        try:
+            text = (node.data_dir / "meta.properties").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^cluster\.id=(\S+)", text, re.M)
+        if match:
+            return match.group(1)
+    return new_cluster_id()
+
+
 def _format_storage(
-    java: str, libs: Path, settings: Settings, progress: Progress, scram: Mapping[str, str] | None = None
-) -> None:
-    """Formats once: a formatted directory keeps its cluster id and data across restarts."""
-    data = _data_dir(settings)
-    if (data / "meta.properties").is_file():
-        return
+    java: str, libs: Path, settings: Settings, progress: Progress, scram: Mapping[str, str] | None = None,
+    nodes: Sequence[Node] = (),
+) -> None:  # fmt: skip
+    """Formats once: a formatted directory keeps its cluster id and data across restarts. The
+    nodes of a cluster share one id, so a node whose data directory went missing rejoins."""
+    nodes = nodes or _nodes(settings)
+    cluster_id = _cluster_id(nodes)
+    for node in nodes:
+        if not (node.data_dir / "meta.properties").is_file():
+            _format_node(java, libs, settings, progress, node, cluster_id, scram)
+
+
+def _format_node(
+    java: str, libs: Path, settings: Settings, progress: Progress, node: Node, cluster_id: str,
+    scram: Mapping[str, str] | None,
+) -> None:  # fmt: skip
+    data = node.data_dir
     progress(f"formatting {data} (first start of this home{', with SCRAM users' if scram else ''})")
-    main = ["kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(_props_path(settings))]
-    argfile = settings.broker_dir / "format.args"
+    main = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(node.props)]
+    argfile = node.dir / "format.args"
     if scram:
         write_argfile(argfile, main + scram_args(scram))
         main = [f"@{argfile}"]
     try:
         out = subprocess.run(
             _java_cmd(java, libs, settings, main, TOOL_OPTS), capture_output=True, text=True, timeout=120,
-            stdin=subprocess.DEVNULL, cwd=settings.broker_dir,
+            stdin=subprocess.DEVNULL, cwd=node.dir,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise BrokerError(f"formatting {data} timed out after 120 s") from None
@@ -623,23 +786,51 @@ def _answers(bootstrap: str, timeout: float, client: Mapping[str, object] | None
         admin.close()
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], settings: Settings, bootstrap: str) -> None:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], settings: Settings, bootstrap: str, log: Path | None = None, what: str = "broker"
+) -> None:
     """``settings`` carry the identity the probe uses (the admin's, on a secured broker)."""
     client = security.client_kwargs(settings)
     deadline = time.monotonic() + READY_TIMEOUT
-    log = _log_path(settings)
+    log = log or _log_path(settings)
     while True:
         code = proc.poll()
         if code is not None:
             why = _last_meaningful(log)
-            raise BrokerError(f"broker exited during startup (code {code}): {why} (see {log})")
+            raise BrokerError(f"{what} exited during startup (code {code}): {why} (see {log})")
         left = deadline - time.monotonic()
         if left <= 0:
             within = f"within {READY_TIMEOUT:.0f} s"
-            raise BrokerError(f"broker did not answer on {bootstrap} {within} (see {log})")
+            raise BrokerError(f"{what} did not answer on {bootstrap} {within} (see {log})")
         if _answers(bootstrap, min(left, 10.0), client):
             return
         time.sleep(0.25)
+
+
+def _wait_joined(settings: Settings, nodes: Sequence[Node]) -> None:
+    """Every node serves as a broker of the cluster (registered and unfenced), so that the
+    topics created next get all their copies: created while a node was still joining, they
+    would be replicated on the others only."""
+    from kafka.errors import KafkaError
+
+    from streams.plumbing.topics import broker_count
+
+    target = dataclasses.replace(settings, bootstrap=",".join(n.bootstrap for n in nodes))
+    deadline = time.monotonic() + READY_TIMEOUT
+    joined = 0
+    while True:
+        try:
+            with opened(target, "lifecycle-broker-probe") as admin:
+                while (joined := broker_count(admin)) < len(nodes) and time.monotonic() < deadline:
+                    time.sleep(0.25)
+        except KafkaError:
+            pass
+        if joined >= len(nodes):
+            return
+        if time.monotonic() > deadline:
+            logs = ", ".join(str(n.log) for n in nodes)
+            raise BrokerError(f"only {joined} of {len(nodes)} nodes joined the cluster within {READY_TIMEOUT:.0f} s (see {logs})")
+        time.sleep(0.5)
 
 
 def _create_topics(settings: Settings, bootstrap: str, progress: Progress) -> None:
@@ -652,6 +843,8 @@ def _create_topics(settings: Settings, bootstrap: str, progress: Progress) -> No
         try:
             created = ensure_topics(target)
             break
+        except ReplicationError as e:
+            raise BrokerError(f"broker is up but creating the topics failed: {e}") from None
         except KafkaError as e:
             if time.monotonic() > deadline:
                 raise BrokerError(f"broker is up but creating the topics failed: {e}") from None
@@ -703,16 +896,19 @@ def _grant(admin: Settings, bootstrap: str, progress: Progress, credentials: Map
 
 def status(settings: Settings) -> BrokerStatus:
     """What a user needs to point a client at the broker, or to look at why it stopped."""
-    pid = running_pid(settings)
-    port = _port_of(settings) if pid else settings.broker_port
+    nodes = tuple(
+        NodeStatus(n.id, n.bootstrap, f"127.0.0.1:{n.controller_port}", _node_pid(n), n.log, n.data_dir) for n in _nodes(settings)
+    )
+    pid = next((n.pid for n in nodes if n.pid is not None), None)
     return BrokerStatus(
-        running=pid is not None,
+        running=all(n.running for n in nodes),
         pid=pid,
-        bootstrap=f"127.0.0.1:{port}",
-        log=_log_path(settings),
-        data_dir=_data_dir(settings),
+        bootstrap=",".join(n.bootstrap for n in nodes),
+        log=nodes[0].log,
+        data_dir=nodes[0].data_dir,
         version=settings.kafka_version,
         secure=_secure_marker(settings).is_file(),
+        nodes=nodes,
     )
 
 
@@ -762,100 +958,152 @@ def _secure_setup(settings: Settings, wanted: bool, progress: Progress = _quiet)
     return Secured(files, credentials[security.ADMIN], credentials), credentials
 
 
-def start(settings: Settings, progress: Progress = _quiet, secure: bool = False) -> BrokerStatus:
+def _start_count(settings: Settings, nodes: int | None, secure: bool) -> int:
+    """The node count a start runs (``_node_count``); a secured one runs a single node."""
+    count = _node_count(settings, nodes)
+    if count > 1 and secure:
+        if nodes is None:
+            held = f"{settings.broker_dir} holds a broker of {count} nodes"
+            raise BrokerError(f"--secure runs a single node: {held}; use another LIFECYCLE_HOME")
+        raise BrokerError(f"--secure runs a single node: drop --nodes {count}, or drop --secure")
+    return count
+
+
+def start(settings: Settings, progress: Progress = _quiet, secure: bool = False, nodes: int | None = None) -> BrokerStatus:
     """Starts the broker detached, waits until it serves requests, creates the project topics.
 
-    Idempotent: when this home's broker already runs, reports it and changes nothing.
-    On any failure after launching, the half-started broker is stopped again so that a retry
-    starts from a clean state (its log stays for reading).
+    Idempotent: when this home's broker already runs, reports it and changes nothing; when
+    some nodes of its cluster run, starts the others (a node killed, or stopped alone, comes
+    back this way). On any failure after launching, the nodes it started are stopped again so
+    that a retry starts from a clean state (their logs stay for reading).
 
-    ``secure`` formats a new home with access control (see the module's docstring); then the
-    topics are created, and the ACLs granted, as the admin principal.
+    ``nodes`` (``--nodes``; default: what the home was formatted with, else 1) runs a cluster
+    of that many KRaft nodes, each a controller and a broker. ``secure`` formats a new home
+    with access control (see the module's docstring); then the topics are created, and the
+    ACLs granted, as the admin principal. A secured cluster of several nodes is refused.
     """
+    count = _start_count(settings, nodes, secure)
     current = status(settings)
     if current.running:
         return current
     java = _java()
-    _check_port(settings.broker_port, "")
-    _check_port(settings.broker_port + 1, " (the controller's, broker port + 1)")
+    cluster = _nodes(settings, count)
+    down = [n for n in cluster if _node_pid(n) is None]
+    _check_ports(down, count)
     libs = ensure_jars(settings, progress)
 
     broker_dir = settings.broker_dir
     broker_dir.mkdir(parents=True, exist_ok=True)
-    _pid_path(settings).unlink(missing_ok=True)  # stale: its process is gone
+    for node in down:
+        node.dir.mkdir(parents=True, exist_ok=True)
+        node.pid_path.unlink(missing_ok=True)  # stale: its process is gone
     secured, credentials = _secure_setup(settings, secure, progress)
     if secured is not None:
         _check_port(cert_port(settings), " (for client certificates, broker port + 2)")
-    properties = _server_properties(settings, settings.kafka_version, secured)
-    if secured is None:
-        _props_path(settings).write_text(properties)
-    else:  # it holds the admin's password
-        security.write_private(_props_path(settings), properties.encode())
+    for node in down:
+        properties = _server_properties(settings, settings.kafka_version, secured, node, cluster)
+        if secured is None:
+            node.props.write_text(properties)
+        else:  # it holds the admin's password
+            security.write_private(node.props, properties.encode())
     (broker_dir / "log4j2.properties").write_text(_LOG4J2)
-    _format_storage(java, libs, settings, progress, scram=credentials or None)
+    if count > 1:
+        _count_path(settings).write_text(f"{count}\n")
+    _format_storage(java, libs, settings, progress, scram=credentials or None, nodes=down)
     if secured is not None and not _secure_marker(settings).is_file():
         _secure_marker(settings).write_text("formatted with SCRAM users: clients need SASL_SSL\n")
 
-    log = _log_path(settings)
-    if log.exists() and log.stat().st_size:
-        log.replace(log.with_name(log.name + ".1"))  # keep the previous run's log, bounded
-    bootstrap = f"127.0.0.1:{settings.broker_port}"
-    progress(f"starting Kafka {settings.kafka_version} on {bootstrap} ...")
-    main = ["kafka.Kafka", str(_props_path(settings))]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            _java_cmd(java, libs, settings, main, HEAP_OPTS + JVM_OPTS),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=broker_dir,
-            start_new_session=True,  # own session: outlives the CLI, untouched by its Ctrl-C
-        )  # fmt: skip
-    _children[proc.pid] = proc
-    _pid_path(settings).write_text(f"{proc.pid}\n")
+    bootstrap = ",".join(n.bootstrap for n in cluster)
+    if count == 1:
+        progress(f"starting Kafka {settings.kafka_version} on {bootstrap} ...")
+    else:
+        which = ", ".join(f"node {n.id} on {n.port} (controller {n.controller_port})" for n in down)
+        progress(f"starting Kafka {settings.kafka_version}, {len(down)} of {count} nodes on 127.0.0.1: {which} ...")
+    launched = [(node, _launch(java, libs, settings, node)) for node in down]
     admin = admin_settings(settings)
     try:
-        _wait_ready(proc, admin, bootstrap)
+        for node, proc in launched:
+            _wait_ready(proc, admin, node.bootstrap, node.log, "broker" if count == 1 else f"node {node.id}")
+        if count > 1:
+            _wait_joined(admin, cluster)
         _create_topics(admin, bootstrap, progress)
         if secured is not None:
             _grant(admin, bootstrap, progress, credentials)
     except BaseException:
-        stop(settings, timeout=10)
+        for node, _ in launched:
+            stop(settings, timeout=10, node=node.id)
         raise
     return status(settings)
 
 
-def stop(settings: Settings, timeout: float = 30) -> bool:
+def _launch(java: str, libs: Path, settings: Settings, node: Node) -> subprocess.Popen[bytes]:
+    log = node.log
+    if log.exists() and log.stat().st_size:
+        log.replace(log.with_name(log.name + ".1"))  # keep the previous run's log, bounded
+    main = ["kafka.Kafka", str(node.props)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            _java_cmd(java, libs, settings, main, HEAP_OPTS + JVM_OPTS),
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=node.dir,
+            start_new_session=True,  # own session: outlives the CLI, untouched by its Ctrl-C
+        )  # fmt: skip
+    _children[proc.pid] = proc
+    node.pid_path.write_text(f"{proc.pid}\n")
+    return proc
+
+
+def stop(settings: Settings, timeout: float = 30, node: int | None = None) -> bool:
     """SIGTERM first, so the broker shuts down in a controlled way and its next start needs no
-    log recovery; SIGKILL only when it has not exited within ``timeout`` seconds."""
-    pid = _read_pid(settings)
-    running = pid is not None and _is_ours(settings, pid)
-    if pid is not None and running:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _alive(pid):
+    log recovery; SIGKILL only when it has not exited within ``timeout`` seconds. Every node
+    at once (one by one, the last would wait for a controller quorum that is gone), or only
+    ``node``. True when something was running."""
+    nodes = _nodes(settings)
+    if node is not None:
+        nodes = [n for n in nodes if n.id == node]
+        if not nodes:
+            raise BrokerError(f"--node {node}: this home's broker has nodes 1 to {len(_nodes(settings))}")
+    pids = {n.id: pid for n in nodes if (pid := _read_pid(n)) is not None}
+    running = [pid for n in nodes if (pid := pids.get(n.id)) is not None and _is_ours(n, pid)]
+    for sig, patience in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+        alive = [pid for pid in running if _alive(pid)]
+        for pid in alive:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-            end = time.monotonic() + 10
-            while _alive(pid) and time.monotonic() < end:
-                time.sleep(0.1)
-    if pid is not None:
+        deadline = time.monotonic() + patience
+        while any(_alive(pid) for pid in alive) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    for pid in pids.values():
         child = _children.pop(pid, None)
         if child is not None and child.poll() is None:
             child.wait(timeout=5)
-    _pid_path(settings).unlink(missing_ok=True)
-    return running
+    for n in nodes:
+        n.pid_path.unlink(missing_ok=True)
+    return bool(running)
 
 
 # -- command line -------------------------------------------------------------------------
 
 
 def _describe(st: BrokerStatus) -> str:
+    if len(st.nodes) > 1:
+        return f"{st.bootstrap} (Kafka {st.version}, {len(st.nodes)} nodes)"
     return f"{st.bootstrap} (Kafka {st.version}, pid {st.pid}{', SASL_SSL' if st.secure else ''})"
+
+
+def _print_nodes(settings: Settings, st: BrokerStatus) -> None:
+    """Each node of a cluster, then where its log and data are: node by node, a user can
+    stop, kill and restart them to see failover."""
+    if len(st.nodes) > 1:
+        for n in st.nodes:
+            port = n.controller.rsplit(":", 1)[1]
+            print(f"node {n.id}: {n.bootstrap} (controller {port}), " + (f"pid {n.pid}, up" if n.pid else "down"))
+        print(f"log: {settings.broker_dir / 'node-<id>' / 'broker.log'}")
+        print(f"data: {settings.broker_dir / 'node-<id>' / 'data'}")
+    else:
+        print(f"log: {st.log}")
+        print(f"data: {st.data_dir}")
 
 
 def _print_access(settings: Settings) -> None:
@@ -868,16 +1116,22 @@ def _print_access(settings: Settings) -> None:
 
 
 def main_broker(args: list[str]) -> int:
-    """``lifecycle broker start|stop|status``; exit 0 on success, 1 on error, 3 for "not running"."""
+    """``lifecycle broker start|stop|status``; exit 0 on success, 1 on error, 3 for "not running"
+    (``status`` of a cluster: not every node running)."""
     parser = argparse.ArgumentParser(
         prog="lifecycle broker",
-        description="A local single-node Apache Kafka (KRaft) for development.",
+        description="A local Apache Kafka (KRaft) for development: one node, or a cluster of several.",
     )
     parser.add_argument("action", choices=["start", "stop", "status"])
     parser.add_argument(
         "--secure", action="store_true",
         help="start: SASL/SCRAM over TLS and ACLs (formats a new home that way; a secured home stays so)",
     )  # fmt: skip
+    parser.add_argument(
+        "--nodes", type=int, metavar="N",
+        help="start: N KRaft nodes on neighbouring ports (default: what the home has, else 1)",
+    )  # fmt: skip
+    parser.add_argument("--node", type=int, metavar="ID", help="stop: only this node of the cluster")
     ns = parser.parse_args(args)
 
     def progress(line: str) -> None:
@@ -885,34 +1139,44 @@ def main_broker(args: list[str]) -> int:
 
     try:
         settings = Settings.from_env()
+        _start_count(settings, ns.nodes, ns.secure)  # what this home cannot run: said before anything else
         if ns.action == "start":
             before = status(settings)
             if before.running:
                 print(f"broker already running: {_describe(before)}")
             else:
                 t0 = time.monotonic()
-                st = start(settings, progress, secure=ns.secure)
+                st = start(settings, progress, secure=ns.secure, nodes=ns.nodes)
                 print(f"broker started: {_describe(st)} in {time.monotonic() - t0:.1f} s")
-            print(f"log: {_log_path(settings)}")
-            print(f"data: {_data_dir(settings)}")
+            _print_nodes(settings, status(settings))
             if status(settings).secure:
                 _print_access(settings)
             return 0
         if ns.action == "stop":
-            pid = _read_pid(settings)
+            before = status(settings)
+            pids = [n.pid for n in before.nodes if n.pid is not None and ns.node in (None, n.id)]
             t0 = time.monotonic()
-            if stop(settings):
-                print(f"broker stopped (pid {pid}) in {time.monotonic() - t0:.1f} s")
+            what = "broker" if ns.node is None else f"node {ns.node}"
+            if stop(settings, node=ns.node):
+                took = f"in {time.monotonic() - t0:.1f} s"
+                if len(pids) == 1:
+                    print(f"{what} stopped (pid {pids[0]}) {took}")
+                else:
+                    print(f"{what} stopped ({len(pids)} nodes, pids {', '.join(map(str, pids))}) {took}")
             else:
-                print("broker was not running")
+                print(f"{what} was not running")
             return 0
         st = status(settings)
+        up = sum(1 for n in st.nodes if n.running)
         if st.running:
             print(f"broker running: {_describe(st)}")
+        elif up:
+            print(
+                f"broker partly running: {up} of {len(st.nodes)} nodes up ({st.bootstrap}); `lifecycle broker start` starts the others"
+            )
         else:
             print(f"broker not running (would listen on {st.bootstrap})")
-        print(f"log: {st.log}")
-        print(f"data: {st.data_dir}")
+        _print_nodes(settings, st)
         if st.secure:
             _print_access(settings)
         return 0 if st.running else 3

@@ -10,30 +10,39 @@ from pathlib import Path
 from streams.settings import Settings
 
 
-def free_port_pair() -> int:
-    """A port p with p + 1 and p + 2 free as well: the local broker puts its controller on the
-    next port, and a secured one its client-certificate listener on the one after."""
+def free_ports(count: int) -> int:
+    """A port p with the ``count - 1`` after it free as well: a local broker of n nodes takes
+    2n neighbouring ports (clients, then controllers)."""
     for _ in range(100):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port >= 65534:
+        if port + count - 1 > 65535:
             continue
+        sockets = [socket.socket() for _ in range(count)]
         try:
-            with socket.socket() as a, socket.socket() as b, socket.socket() as c:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-                c.bind(("127.0.0.1", port + 2))  # a secured broker's client-certificate listener
+            for i, sock in enumerate(sockets):
+                sock.bind(("127.0.0.1", port + i))
         except OSError:
             continue
+        finally:
+            for sock in sockets:
+                sock.close()
         return port
-    raise RuntimeError("no free pair of adjacent ports on 127.0.0.1")
+    raise RuntimeError(f"no {count} free neighbouring ports on 127.0.0.1")
 
 
-def local_broker_settings(home: Path, **changes: object) -> Settings:
-    """Settings for a local broker of the tests' own: a free port pair, data in ``home``, the
-    user's jar cache (a fresh cache would fetch the jars again)."""
-    port = free_port_pair()
+def free_port_pair() -> int:
+    """A port p with p + 1 and p + 2 free as well: the local broker puts its controller on the
+    next port, and a secured one its client-certificate listener on the one after."""
+    return free_ports(3)
+
+
+def local_broker_settings(home: Path, nodes: int = 1, **changes: object) -> Settings:
+    """Settings for a local broker of the tests' own: free ports for ``nodes`` nodes, data in
+    ``home``, the user's jar cache (a fresh cache would fetch the jars again)."""
+    port = free_ports(max(3, 2 * nodes))  # one node: a secured one takes port + 2 as well
     shared = ("LIFECYCLE_CACHE", "XDG_CACHE_HOME", "LIFECYCLE_KAFKA_VERSION")
     base = Settings.from_env({k: v for k, v in os.environ.items() if k in shared})
-    return dataclasses.replace(base, home=home, broker_port=port, bootstrap=f"127.0.0.1:{port}", **changes)  # type: ignore[arg-type]
+    bootstrap = ",".join(f"127.0.0.1:{port + i}" for i in range(nodes))
+    return dataclasses.replace(base, home=home, broker_port=port, bootstrap=bootstrap, **changes)  # type: ignore[arg-type]

@@ -83,7 +83,7 @@ def test_start_status_stop_restart_keeps_data(
         # The project's topics exist with the configs topics.py promises.
         wanted = topics.configs(s)
         actual = _topic_configs(s.bootstrap, [s.topic(n) for n in topics.NAMES])
-        for name in topics.NAMES:  # one copy on one broker: a write needs that one
+        for name in topics.NAMES:  # one node: one copy, so one in sync is all a write can need
             assert actual[s.topic(name)] == {**wanted[name], "min.insync.replicas": "1"}, name
         assert actual[s.topic("events")]["retention.ms"] == "-1"
         assert actual[s.topic("records")]["cleanup.policy"] == "compact"
