@@ -358,7 +358,7 @@ def test_views_answer_with_the_pure_views_behind_a_token_that_leaks_nothing(sett
         wait_caught_up(settings, proc=proc)
         wait_web_ready(settings)
 
-        for view, render in (("consent", consent_view), ("export", export)):
+        for view, render in (("consent", consent_view), ("export", lambda st: export(st, POLICY))):
             status, body = http_get(settings, f"/subjects/s-view/{view}", bearer(settings))
             assert status == 200, f"/{view} of a known subject"
             assert orjson.loads(body) == roundtrip(render(state)), f"/{view} differs from the pure view"
@@ -385,7 +385,7 @@ def test_views_answer_with_the_pure_views_behind_a_token_that_leaks_nothing(sett
         assert missing.stdout == b""
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, f"{view} s-nobody: {err}"
         assert "s-nobody" in err
-    for view, render in (("consent", consent_view), ("export", export)):
+    for view, render in (("consent", consent_view), ("export", lambda st: export(st, POLICY))):
         done = shown[view]
         assert done.returncode == 0, f"{view} s-view: {done.stderr.decode()}"
         assert read_back(orjson.loads(done.stdout)) == roundtrip(render(state)), f"CLI {view} differs"
