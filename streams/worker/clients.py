@@ -14,6 +14,7 @@ decision a log partition holds (the head of its hash chain).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -133,7 +134,13 @@ class KafkaClients:
 
     def end_offset(self, topic: str, partition: int, patience: float = 60.0) -> int:
         """The partition's end offset, asked again while the broker is not answering for it
-        (a broker that just restarted does not know its partitions for a moment)."""
+        (a broker that just restarted does not know its partitions for a moment).
+
+        Before asking again, the topic's metadata is asked for anew: the changelogs and the log
+        are no topics the consumer subscribes to, so librdkafka never refreshes where their
+        partitions lead by itself, and after a broker of a cluster died it kept asking the dead
+        leader (timed out) or knew no leader at all (unknown partition) for minutes, on a
+        cluster whose other brokers had taken over at once."""
         from confluent_kafka import KafkaException, TopicPartition
 
         deadline = time.monotonic() + patience
@@ -144,6 +151,8 @@ class KafkaClients:
                 if time.monotonic() > deadline:
                     raise OffsetUnavailable(f"{topic}[{partition}]: {exc}") from None
                 log.warning("no end offset for %s[%d] yet (%s); asking again", topic, partition, exc)
+                with contextlib.suppress(KafkaException):  # no answer either: the next round asks again
+                    self.consumer.list_topics(topic, timeout=5)
                 time.sleep(0.5)
 
     def read(self, topic: str, partition: int, start: int) -> Iterator[tuple[bytes | None, bytes | None]]:
