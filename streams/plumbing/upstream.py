@@ -14,6 +14,8 @@ counts as published only once the broker acknowledged it.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import signal
 import socket
 import time
@@ -180,10 +182,9 @@ def diagnose(settings: Settings) -> str:
     if len(down) == len(addresses):
         return f"none of the {len(addresses)} brokers at LIFECYCLE_BOOTSTRAP answers"
     cause = f"{len(down)} of the {len(addresses)} brokers at LIFECYCLE_BOOTSTRAP do not answer ({', '.join(down)})"
-    insync = _min_insync(settings)
-    if insync:
-        cause += f", and {settings.topic('ingest')} takes a write only with {insync} copies in sync (min.insync.replicas)"
-    return cause
+    insync = _min_insync(settings, [a for a in addresses if a not in down])
+    needed = f"{insync} copies in sync (min.insync.replicas)" if insync else "min.insync.replicas copies in sync"
+    return cause + f", and {settings.topic('ingest')} takes a write only with {needed}"
 
 
 def _answers(address: str) -> bool:
@@ -195,15 +196,20 @@ def _answers(address: str) -> bool:
         return False
 
 
-def _min_insync(settings: Settings) -> str:
+def _min_insync(settings: Settings, live: list[str]) -> str:
     """What the brokers still up say of ``lifecycle.ingest``'s min.insync.replicas ("" when
-    they do not say it within a few seconds)."""
+    they do not say it within a few seconds).
+
+    Asked of those only, and twice: librdkafka sends the question to the broker the metadata
+    names as controller, which a KRaft broker picks at random among those it has not seen
+    fenced, the dead one too."""
     from streams.plumbing.topics import describe_configs
 
-    try:
-        return describe_configs(settings, settings.topic("ingest"), timeout=5.0).get("min.insync.replicas") or ""
-    except Exception:  # noqa: BLE001 - a diagnosis on a failing cluster: whatever stops it, say less
-        return ""
+    asked = dataclasses.replace(settings, bootstrap=",".join(live))
+    for _ in range(2):
+        with contextlib.suppress(Exception):  # a diagnosis on a failing cluster: whatever stops it, say less
+            return describe_configs(asked, settings.topic("ingest"), timeout=3.0).get("min.insync.replicas") or ""
+    return ""
 
 
 def _close_now(prod: Any) -> None:

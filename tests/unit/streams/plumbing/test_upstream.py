@@ -40,11 +40,18 @@ def test_the_brokers_that_do_not_answer_are_named(listening: str, monkeypatch: p
     assert diagnose(_on(f"{_closed()},{_closed()}")) == "none of the 2 brokers at LIFECYCLE_BOOTSTRAP answers"
     assert diagnose(_on(listening)) == ""  # every broker answers: nothing to add to "no acknowledgement"
 
-    monkeypatch.setattr(upstream, "_min_insync", lambda settings: "2")  # what the brokers still up say
+    asked: list[list[str]] = []
+    monkeypatch.setattr(upstream, "_min_insync", lambda settings, live: asked.append(live) or "2")  # what those up say
     down = [_closed(), _closed()]
     assert diagnose(_on(",".join([listening, *down]))) == (
         f"2 of the 3 brokers at LIFECYCLE_BOOTSTRAP do not answer ({', '.join(down)}), "
         "and lifecycle.ingest takes a write only with 2 copies in sync (min.insync.replicas)"
+    )
+    assert asked == [[listening]]  # asked of the broker that answers only
+
+    monkeypatch.setattr(upstream, "_min_insync", lambda settings, live: "")  # they do not say
+    assert diagnose(_on(",".join([listening, *down]))).endswith(
+        "and lifecycle.ingest takes a write only with min.insync.replicas copies in sync"
     )
 
 
