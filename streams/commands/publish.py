@@ -28,7 +28,7 @@ def summary(report: PublishReport, settings: Settings, timeout: float) -> str:
     missing = report.undelivered + report.unsent
     if missing:
         why = f"interrupted by {report.interrupted}" if report.interrupted else (
-            f"no acknowledgement within {timeout:.0f} s: is the broker at {settings.bootstrap} up? (--timeout)"
+            f"no acknowledgement within {timeout:.0f} s: {report.cause or f'is the broker at {settings.bootstrap} up?'} (--timeout)"
         )  # fmt: skip
         line += f", {missing} lines not delivered ({why})"
     elif report.interrupted:

@@ -287,11 +287,11 @@ def delete_prefixed(settings: Settings, prefix: str) -> list[str]:
         return doomed
 
 
-def describe_configs(settings: Settings, topic: str) -> dict[str, str]:
+def describe_configs(settings: Settings, topic: str, timeout: float = 30.0) -> dict[str, str]:
     """The live configuration of one topic (every key, defaults included), as the broker has it."""
     from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]  # exported at run time, not in the stubs
 
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     client = cluster_admin(settings)  # kept referenced until the answer is in: its handle serves the future
-    entries = client.describe_configs([resource], request_timeout=30)[resource].result(timeout=30)
+    entries = client.describe_configs([resource], request_timeout=timeout)[resource].result(timeout=timeout)
     return {name: entry.value for name, entry in entries.items()}

@@ -14,7 +14,10 @@ counts as published only once the broker acknowledged it.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import signal
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -71,6 +74,7 @@ class PublishReport:
     undelivered: int = 0  # sent, not acknowledged by the deadline (or the interruption)
     unsent: int = 0  # valid, never sent: the deadline had passed, or the broker never answered
     interrupted: str = ""  # the signal's name
+    cause: str = ""  # why lines went undelivered, as far as the cluster lets us see (``diagnose``)
 
     @property
     def ok(self) -> bool:
@@ -156,7 +160,56 @@ def publish_lines(
                 report.failed.append((number, f"not published: {type(fut.exception).__name__}"))
     finally:
         _close_now(prod)
+    if (report.undelivered or report.unsent) and not report.interrupted:
+        report.cause = diagnose(settings)
     return report
+
+
+def diagnose(settings: Settings) -> str:
+    """Why the cluster did not acknowledge, in a few words: which brokers do not answer, and how
+    many copies in sync ``lifecycle.ingest`` needs for a write. "" when every broker answers.
+
+    Why: a write refused because too few copies are in sync looks to the producer like a broker
+    that is slow to answer; naming the brokers that are gone and the setting that refuses the
+    write tells the operator what to bring back.
+    """
+    addresses = [a.strip() for a in settings.bootstrap.split(",") if a.strip()]
+    down = [a for a in addresses if not _answers(a)]
+    if not down:
+        return ""
+    if len(addresses) == 1:
+        return f"the broker at {down[0]} (LIFECYCLE_BOOTSTRAP) does not answer"
+    if len(down) == len(addresses):
+        return f"none of the {len(addresses)} brokers at LIFECYCLE_BOOTSTRAP answers"
+    cause = f"{len(down)} of the {len(addresses)} brokers at LIFECYCLE_BOOTSTRAP do not answer ({', '.join(down)})"
+    insync = _min_insync(settings, [a for a in addresses if a not in down])
+    needed = f"{insync} copies in sync (min.insync.replicas)" if insync else "min.insync.replicas copies in sync"
+    return cause + f", and {settings.topic('ingest')} takes a write only with {needed}"
+
+
+def _answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2.0):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _min_insync(settings: Settings, live: list[str]) -> str:
+    """What the brokers still up say of ``lifecycle.ingest``'s min.insync.replicas ("" when
+    they do not say it within a few seconds).
+
+    Asked of those only, and twice: librdkafka sends the question to the broker the metadata
+    names as controller, which a KRaft broker picks at random among those it has not seen
+    fenced, the dead one too."""
+    from streams.plumbing.topics import describe_configs
+
+    asked = dataclasses.replace(settings, bootstrap=",".join(live))
+    for _ in range(2):
+        with contextlib.suppress(Exception):  # a diagnosis on a failing cluster: whatever stops it, say less
+            return describe_configs(asked, settings.topic("ingest"), timeout=3.0).get("min.insync.replicas") or ""
+    return ""
 
 
 def _close_now(prod: Any) -> None:

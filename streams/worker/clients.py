@@ -133,18 +133,36 @@ class KafkaClients:
 
     def end_offset(self, topic: str, partition: int, patience: float = 60.0) -> int:
         """The partition's end offset, asked again while the broker is not answering for it
-        (a broker that just restarted does not know its partitions for a moment)."""
-        from confluent_kafka import KafkaException, TopicPartition
+        (a broker that just restarted does not know its partitions for a moment).
+
+        Asked again of a reader of its own, whose metadata is fresh: the changelogs and the log
+        are no topics the consumer subscribes to, so librdkafka never refreshes where their
+        partitions lead by itself, and after a broker of a cluster died the consumer kept
+        asking the dead leader (timed out) or knew no leader at all (unknown partition) for
+        minutes, on a cluster whose other brokers had taken over at once. Never the
+        consumer's own ``list_topics``: restores run inside its rebalance callback, and a
+        call of the consumer that takes callbacks, made from one of its callbacks, ends the
+        state confluent-kafka keeps for that client and thread, so the next callback of the
+        same ``consume`` aborted the process (``CallState_get: Assertion `cs != NULL'``)."""
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         deadline = time.monotonic() + patience
-        while True:
-            try:
-                return int(self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)[1])
-            except KafkaException as exc:
-                if time.monotonic() > deadline:
-                    raise OffsetUnavailable(f"{topic}[{partition}]: {exc}") from None
-                log.warning("no end offset for %s[%d] yet (%s); asking again", topic, partition, exc)
-                time.sleep(0.5)
+        asker = self.consumer
+        try:
+            while True:
+                try:
+                    return int(asker.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)[1])
+                except KafkaException as exc:
+                    if time.monotonic() > deadline:
+                        raise OffsetUnavailable(f"{topic}[{partition}]: {exc}") from None
+                    log.warning("no end offset for %s[%d] yet (%s); asking again", topic, partition, exc)
+                    if asker is not self.consumer:
+                        asker.close()
+                    asker = Consumer({**consumer_config(self.settings), "client.id": "lifecycle-offsets"})
+                    time.sleep(0.5)
+        finally:
+            if asker is not self.consumer:
+                asker.close()
 
     def read(self, topic: str, partition: int, start: int) -> Iterator[tuple[bytes | None, bytes | None]]:
         """(key, value) of every entry of one partition from ``start`` to its end offset now."""

@@ -9,6 +9,7 @@ and makes whichever topic is missing; every one of them fails in one line naming
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 from typing import Any
@@ -46,6 +47,9 @@ def configure_logging(loglevel: str) -> None:
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
     )
     hold_payload_loggers()  # kafka-python's debug output holds message values
+    # a crash inside librdkafka's binding aborts the process in C, with no Python traceback:
+    # the threads' stacks (code lines only, no values) say where it happened
+    faulthandler.enable()
 
 
 def run(settings: Settings | None = None, loglevel: str = "info", dev: bool = False) -> None:

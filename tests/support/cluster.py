@@ -7,6 +7,8 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from streams.broker import local as broker
@@ -52,18 +54,24 @@ def wait_in_sync(settings: Settings, timeout: float = 120.0) -> None:
         behind = out_of_sync(settings)
 
 
+def leaders(settings: Settings, name: str = "ingest") -> dict[int, int]:
+    """Partition -> the node leading it, for one of this test's topics."""
+    topic = settings.topic(name)
+    return {p: part.leader for (t, p), part in partitions(settings).items() if t == topic}
+
+
 def busiest(settings: Settings) -> int:
-    """The node leading the most messages of this test's topics and changelog: the one whose
-    death moves the most traffic."""
+    """The node leading the partitions of ``lifecycle.ingest`` that hold the most messages:
+    the one whose death moves the most of the pipeline's input (and of what each worker writes
+    for it: the log, the states and the keys share those partitions' numbers)."""
     from confluent_kafka import Consumer, TopicPartition
 
     reader = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "cluster-probe", "enable.auto.commit": False})
     load: Counter[int] = Counter()
     try:
-        for (topic, p), part in partitions(settings).items():
-            if topic not in INTERNAL:
-                low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                load[part.leader] += high - low
+        for p, leader in leaders(settings).items():
+            low, high = reader.get_watermark_offsets(TopicPartition(settings.topic("ingest"), p), timeout=10)
+            load[leader] += high - low
     finally:
         reader.close()
     return load.most_common(1)[0][0]
@@ -76,6 +84,21 @@ def kill(settings: Settings, node_id: int) -> int:
     os.kill(node.pid, signal.SIGKILL)
     broker.stop(settings, timeout=10, node=node_id)  # reaps it, and forgets its pid file
     return node.pid
+
+
+@contextmanager
+def frozen(settings: Settings, node_ids: Iterable[int]) -> Iterator[None]:
+    """Nodes stopped in their tracks (SIGSTOP: a long GC pause, a network partition) for the
+    length of a ``with`` block, then resumed where they were."""
+    wanted = set(node_ids)
+    pids = [n.pid for n in broker.status(settings).nodes if n.id in wanted and n.pid is not None]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def up(settings: Settings) -> list[int]:

@@ -18,7 +18,7 @@ from support.ports import free_port_pair, local_broker_settings
 
 from processors.shredding import new_master_key_text
 from streams.broker import local as broker
-from streams.plumbing.topics import ensure_topics
+from streams.plumbing.topics import changelog_topic, delete_prefixed, ensure_topics
 from streams.settings import Settings
 
 
@@ -40,10 +40,12 @@ def cluster3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture
-def on_cluster(cluster3: Settings, tmp_path: Path) -> Settings:
+def on_cluster(cluster3: Settings, tmp_path: Path) -> Iterator[Settings]:
     """Topics and a consumer group of this test's own on the cluster, every node up and every
     copy in sync (a test before may have killed some), no retention tick (the pure fold takes
-    none), one master key file and API token for every worker of the group."""
+    none), one master key file and API token for every worker of the group. The topics are
+    deleted afterwards: every node holds a copy of every partition, and loads them all when it
+    restarts, so the tests after would restart slower and slower."""
     broker.start(cluster3)  # starts whichever node is down; nothing when all run
     tag = uuid.uuid4().hex[:8]
     web = free_port_pair()
@@ -63,4 +65,7 @@ def on_cluster(cluster3: Settings, tmp_path: Path) -> Settings:
     )
     ensure_topics(s)
     wait_in_sync(s)
-    return s
+    yield s
+    broker.start(cluster3)
+    delete_prefixed(s, s.topic_prefix)
+    delete_prefixed(s, changelog_topic(s))

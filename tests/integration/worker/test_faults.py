@@ -3,64 +3,24 @@ restarted each time, must end exactly where the pure fold of the input ends.
 
 Each kill lands while a batch is in flight, and the test proves it rather than hoping: the
 worker is killed once the group's committed offsets have started to move and before they reach
-the end, the lag is above zero after the kill, and at least one kill falls after a batch's
-outputs reached the broker but before its offsets were committed (outputs caused by events the
-group has not committed yet are on the downstream topics or the log), the case at-least-once
-exists for. At the end: the last value of every key on ``lifecycle.records`` and
-``lifecycle.consent`` (no erasure lost, no record resurrected after its tombstone), every
-decision the pure fold takes is in the log and none it does not take, and the auditor's replay
-finds no mismatch; a decision written twice is byte-for-byte the same, and counted.
+the end, the lag is above zero after the kill, and at least once some kill falls after a
+batch's outputs reached the broker but before its offsets were committed (outputs caused by
+events the group has not committed yet are on the downstream topics or the log), the case
+at-least-once exists for; exactly once, no kill may leave such outputs visible. The crash and
+the checks are ``support.kills``; the cluster's exactly-once test runs the same.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import signal
-import time
 from pathlib import Path
 
 import pytest
+from support.kills import kill_mid_batch
 
-from processors import fold as lifecycle
-from processors.messages import downstream_of
-from schemas.codec import encode
-from streams.bench.history import history
-from streams.bench.measure import fill
-from streams.commands.replay import run_replay
-from streams.plumbing.reading import latest_by_key, read_topic
-from streams.settings import Settings, load_policy
-from streams.worker.processes import LagProbe, spawn_worker, stop_worker, wait_caught_up
+from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-KILLS = 4
-"""At least this many; more (at most ``MAX_KILLS``) until one fell between outputs and commit."""
-MAX_KILLS = 8
-CHUNK = 1_500
-
-
-def caused_by_uncommitted(settings: Settings, committed: dict[int, int]) -> set[str]:
-    """Event ids of ingest messages the group has not committed, whose outputs the broker holds
-    nonetheless: as entries of the log, as the cause of a decision, of a record or of a consent."""
-    pending = {
-        ev["event_id"]
-        for e in read_topic(settings, "ingest", timeout_s=60)
-        if e.offset >= committed.get(e.partition, 0) and (ev := e.decoded()) is not None
-    }
-    seen: set[str] = set()
-    for name in ("events", "records", "consent"):
-        for e in read_topic(settings, name, timeout_s=60):
-            ev = e.decoded()
-            if ev is not None:
-                seen.update(v for v in (ev.get("event_id"), ev.get("caused_by")) if isinstance(v, str))
-    return pending & seen
-
-
-def committed_offsets(probe: LagProbe, settings: Settings) -> dict[int, int]:
-    from streams.worker.processes import group_offsets
-
-    topic = settings.topic("ingest")
-    return {tp.partition: meta.offset for tp, meta in group_offsets(probe.admin, settings.app_id).items() if tp.topic == topic}
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
@@ -70,66 +30,4 @@ def test_a_worker_killed_mid_batch_ends_exactly_where_the_pure_fold_ends(
     """At least once, some kill must fall between a batch's outputs and its commit (what the
     mode exists for), and the replay counts the copies it left. Exactly once, no kill may: a
     batch's outputs are visible only with its offsets, nothing is written twice."""
-    # small batches and no retention tick (the pure fold takes none): many batches in flight
-    settings = dataclasses.replace(settings, timer_interval=3600.0, fold_batch=100, guarantee=guarantee)
-    events = history(CHUNK * MAX_KILLS, 400, seed=29)
-    probe = LagProbe(settings)
-    kills: list[tuple[int, int]] = []  # (lag right after the kill, events with outputs but no commit)
-    published = 0
-    enough = KILLS if guarantee == "exactly_once" else MAX_KILLS  # nothing more to wait for: none may fall so
-    try:
-        while len(kills) < KILLS or (not any(n for _, n in kills) and len(kills) < enough):
-            chunk = events[published : published + CHUNK]
-            fill(settings, "ingest", [(e["subject_id"].encode(), encode(e)) for e in chunk])  # type: ignore[misc]
-            published += len(chunk)
-            proc = spawn_worker(settings, tmp_path / f"worker-{len(kills)}.log")
-            before = probe() or published  # nothing committed yet: all of it outstanding
-            deadline = time.monotonic() + 120
-            while True:  # kill once the group commits, before it has committed everything
-                lag = probe()
-                if lag is not None and 0 < lag < before:
-                    break
-                assert proc.poll() is None and time.monotonic() < deadline, "the worker never got to folding"
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            after = probe()
-            assert after is not None and after > 0, "the worker was killed with nothing in flight"
-            kills.append((after, len(caused_by_uncommitted(settings, committed_offsets(probe, settings)))))
-            # let the group forget the dead member (session timeout 10 s) before the restart:
-            # a restarted worker whose join spans two generations was seen to sit idle
-            time.sleep(12.0)
-    finally:
-        probe.close()
-    proc = spawn_worker(settings, tmp_path / "worker-last.log")
-    try:
-        wait_caught_up(settings, timeout=300, proc=proc)
-    finally:
-        stop_worker(proc)
-
-    folded = events[:published]
-    want = downstream_of(folded, load_policy())
-    got_records = {k: e.value for k, e in latest_by_key(read_topic(settings, "records", timeout_s=60)).items()}
-    got_consent = {k: e.value for k, e in latest_by_key(read_topic(settings, "consent", timeout_s=60)).items()}
-    assert got_records == want.records
-    assert got_consent == want.consent
-    decided = [
-        ev["event_id"]
-        for e in read_topic(settings, "events", timeout_s=60)
-        if (ev := e.decoded()) is not None and ev["type"] in lifecycle.DECISION_TYPES
-    ]
-    assert set(decided) == set(want.decisions)  # none lost, none invented
-
-    report, _ = run_replay(settings)
-    twice = len(decided) - len(set(decided))
-    print(f"{len(kills)} kills (lag after each, events with outputs but no commit): {kills}; {published} events; "
-          f"{twice} decisions written twice; replay {report['events_read']} entries, {report['mismatch_count']} mismatches")  # fmt: skip
-    assert report["mismatch_count"] == 0, report["mismatches"]
-    assert report["duplicate_decisions"] == twice
-    if guarantee == "at_least_once":
-        assert any(n for _, n in kills), "no kill fell between a batch's outputs and its commit"
-        return
-    assert [n for _, n in kills] == [0] * len(kills), "outputs of an uncommitted batch were visible"
-    assert twice == 0
-    entries = [ev["event_id"] for e in read_topic(settings, "events", timeout_s=60) if (ev := e.decoded()) is not None]
-    assert len(entries) == len(set(entries)), "an entry was appended to the log twice"
+    kill_mid_batch(dataclasses.replace(settings, guarantee=guarantee), tmp_path)
