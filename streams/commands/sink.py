@@ -48,9 +48,10 @@ Delivery guarantees, and where each comes from:
   is deleted, the latest values are upserted, and the end offsets committed with them in one
   transaction. Each such deletion is acknowledged like a tombstone, by ``record_id`` (the
   ``request_id`` went with the tombstone), under an ``event_id`` derived from the feed, the key
-  and the feed's end, so a re-sent ack is a duplicate. A crash between that commit and the
-  acks loses those acks: the rows are gone and nothing says which they were, so the pipeline
-  reports the erasure as still waiting on this consumer, the honest answer.
+  and the feed's end, so a re-sent ack is a duplicate. No tombstone will bring those deletions
+  again, so the acks they owe are kept in the store, in the same transaction as the deletions
+  (``owe``), and forgotten once the broker has them (``settle``): a sink killed between the
+  commit and the acks sends them at its next start.
 
 Nothing here logs a message's key or value: both may be personal data.
 """
@@ -97,6 +98,16 @@ class SinkError(RuntimeError):
     """The sink cannot start (a topic is missing, say); the message says what to do."""
 
 
+@dataclass(frozen=True)
+class OwedAck:
+    """An acknowledgement a sink owes for a deletion no tombstone will bring again."""
+
+    event_id: str
+    topic: str
+    kind: str
+    key: str
+
+
 class Sink(Protocol):
     """A store that keeps a downstream copy. Every method runs on the consumer's thread.
 
@@ -120,6 +131,21 @@ class Sink(Protocol):
         deleted while it was away. Called outside a batch; may be an iterator."""
         ...
 
+    def owe(self, acks: list[OwedAck]) -> None:
+        """Keep, in the batch's transaction, the acknowledgements owed for its deletions that no
+        tombstone will bring again (a reconcile's): a crash between ``commit`` and sending them
+        would otherwise leave rows deleted that no one ever acknowledges, and the erasure
+        waiting for ever."""
+        ...
+
+    def owed(self) -> list[OwedAck]:
+        """What ``owe`` kept and ``settle`` has not removed: sent again at start."""
+        ...
+
+    def settle(self, event_ids: list[str]) -> None:
+        """The broker has these acknowledgements: forget them (a transaction of its own)."""
+        ...
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -132,6 +158,12 @@ CREATE INDEX IF NOT EXISTS records_by_subject ON records (subject_id);
 CREATE TABLE IF NOT EXISTS consent (
     subject_id TEXT PRIMARY KEY,
     value JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS owed_acks (
+    event_id TEXT PRIMARY KEY,
+    topic TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS offsets (
     topic TEXT NOT NULL,
@@ -216,6 +248,22 @@ class SqliteSink:
         if kind == "consent":
             return [k for (k,) in self._db.execute("SELECT subject_id FROM consent")]
         raise ValueError(f"unknown kind {kind!r}: expected 'records' or 'consent'")
+
+    def owe(self, acks: list[OwedAck]) -> None:
+        self._begin()
+        self._db.executemany(
+            "INSERT INTO owed_acks (event_id, topic, kind, key) VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+            [(a.event_id, a.topic, a.kind, a.key) for a in acks],
+        )
+
+    def owed(self) -> list[OwedAck]:
+        rows = self._db.execute("SELECT event_id, topic, kind, key FROM owed_acks ORDER BY event_id")
+        return [OwedAck(*row) for row in rows]
+
+    def settle(self, event_ids: list[str]) -> None:
+        self._begin()
+        self._db.executemany("DELETE FROM owed_acks WHERE event_id = ?", [(i,) for i in event_ids])
+        self._db.execute("COMMIT")
 
     def rollback(self) -> None:
         """Drop a batch that was not committed; what a crash does, done on purpose."""
@@ -368,6 +416,7 @@ def run_sink(
             **client_kwargs(settings),
         )
         run = _Run(sink, name, settings.topic("acks"), kind_of, {}, consumer, producer)
+        run.pay(sink.owed(), again=True)
         for topic in kind_of:
             feed_tps = [tp for tp in tps if tp.topic == topic]
             if _behind_tombstones(consumer, feed_tps, sink, kind_of[topic], _tombstone_retention_ms(settings, topic)):
@@ -562,22 +611,34 @@ class _Run:
             else:
                 self.sink.upsert(kind, key, value)
                 done.upserts += 1
-        self.sink.commit({(tp.topic, tp.partition): after for tp, after in upto.items()})
         # the feed's end names this reconcile: the same ack sent twice (a retry) has one id
         mark = "-".join(str(upto[tp]) for tp in sorted(tps, key=lambda t: t.partition))
-        acks = [_Ack(topic, -1, -1, kind, key, "", f"ack:{self.name}:reconcile:{topic}:{mark}:{_digest(key)}") for key in gone]
-        if acks:
-            self._send(acks)
+        owed = [OwedAck(f"ack:{self.name}:reconcile:{topic}:{mark}:{_digest(key)}", topic, kind, key) for key in gone]
+        self.sink.owe(owed)
+        self.sink.commit({(tp.topic, tp.partition): after for tp, after in upto.items()})
+        self.pay(owed)
         self.consumer.commit({tp: OffsetAndMetadata(after, "", -1) for tp, after in upto.items()})
         self.report.upserts += done.upserts
         self.report.deletes += done.deletes
         self.report.reconciled += done.deletes
-        self.report.acks_sent += len(acks)
+        self.report.acks_sent += len(owed)
         self.report.skipped += done.skipped
         log.info(
             "sink %s: %s was behind its tombstones; reconciled from its start: %d rows deleted, %d upserted",
             self.name, topic, done.deletes, done.upserts,
         )  # fmt: skip
+
+    def pay(self, owed: list[OwedAck], again: bool = False) -> None:
+        """Send owed acknowledgements, then forget them; ``again``: ones a crash left unsent,
+        or sent but not forgotten (the same event id: the fold counts it once)."""
+        if not owed:
+            return
+        self._send([_Ack(a.topic, -1, -1, a.kind, a.key, "", a.event_id) for a in owed])
+        self.sink.settle([a.event_id for a in owed])
+        if again:
+            self.report.acks_sent += len(owed)
+            self.report.acks_resent += len(owed)
+            log.info("sink %s: %d acknowledgements a crash left unsent, sent", self.name, len(owed))
 
     def _send(self, acks: list[_Ack]) -> None:
         now_ms = time.time_ns() // 1_000_000
@@ -713,4 +774,4 @@ def main_sink(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["KINDS", "Offsets", "Sink", "SinkError", "SinkReport", "SqliteSink", "main_sink", "run_sink"]
+__all__ = ["KINDS", "Offsets", "OwedAck", "Sink", "SinkError", "SinkReport", "SqliteSink", "main_sink", "run_sink"]

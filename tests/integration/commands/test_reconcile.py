@@ -3,14 +3,18 @@
 The feeds keep a tombstone one second after the cleaner ran, so a sink stopped across an
 erasure comes back to a feed where the erased keys are simply absent. It must notice that it
 was away too long, reconcile its copy with the feed from the start, and acknowledge the
-deletions so the pipeline completes the erasure.
+deletions so the pipeline completes the erasure, even when it is killed right after the
+reconcile's transaction committed and before its acknowledgements went out (no tombstone will
+bring those deletions again, so the sink must remember the acknowledgements it owes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,8 +90,30 @@ def completed(settings: Settings) -> list[dict]:
     return [d for e in read_topic(settings, "events") if (d := e.decoded()) and d["type"] == "ErasureCompleted"]
 
 
+KILLED_AFTER_THE_RECONCILE_COMMITTED = """
+import os, sys
+from streams.settings import Settings
+from streams.commands.sink import SqliteSink, run_sink
+
+class Killed(SqliteSink):
+    def commit(self, offsets):
+        super().commit(offsets)
+        if self.deleted:
+            os._exit(9)  # the deletions are durable, their acknowledgements not sent
+
+    def delete(self, kind, key):
+        super().delete(kind, key)
+        self.deleted = True
+
+    deleted = False
+
+run_sink(Settings.from_env(), Killed(sys.argv[1]), sys.argv[2], until_idle=True)
+"""
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["reconciled", "killed-after-commit"])
 def test_a_sink_away_past_the_tombstones_reconciles_and_acknowledges(
-    brief: Settings, worker: subprocess.Popen[bytes], tmp_path: Path
+    brief: Settings, worker: subprocess.Popen[bytes], tmp_path: Path, killed: bool
 ) -> None:
     publish(
         brief,
@@ -124,12 +150,26 @@ def test_a_sink_away_past_the_tombstones_reconciles_and_acknowledges(
     wait_caught_up(brief, proc=worker)
     assert completed(brief) == []  # the erasure waits for the CRM copy
 
+    if killed:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")} | brief.to_env()
+        script = [sys.executable, "-c", KILLED_AFTER_THE_RECONCILE_COMMITTED, str(db), CONSUMER]
+        died = subprocess.run(script, env=env, capture_output=True, text=True, timeout=120)
+        assert died.returncode == 9, died.stderr[-2000:]
+        assert grace_rows(db) == 0  # reconciled and committed
+        assert [a for e in read_topic(brief, "acks") if (a := e.decoded()) and a["subject_id"] == "s-grace"] == []
+
     started = time.monotonic()
     with SqliteSink(db) as sink:
         report = run_sink(brief, sink, CONSUMER, until_idle=True)
     print(f"reconciled after {round_} traffic rounds in {time.monotonic() - started:.1f} s: {report.summary(CONSUMER)}")
     assert grace_rows(db) == 0
-    assert report.reconciled == 2
+    if killed:  # not behind any more; what it owed is sent
+        assert (report.reconciled, report.acks_resent) == (0, 2)
+    else:
+        assert (report.reconciled, report.acks_resent) == (2, 0)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM owed_acks").fetchone() == (0,)
+    conn.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM records WHERE subject_id = 's-alan'").fetchone() == (1,)
     conn.close()
