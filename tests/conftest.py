@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import socket
 import sys
 import time
@@ -30,12 +31,21 @@ from streams.plumbing.admin import opened
 from streams.plumbing.topics import NAMES, ensure_topics
 from streams.settings import Settings
 
+# one seed of the hostile cases for every test process of a run (``-n`` starts several, which
+# inherit the environment): the header names the seed the cases were drawn with
+os.environ.setdefault("HOSTILE_SEED", str(random.SystemRandom().randrange(2**32)))
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/integration runs against a real broker, and is marked so."""
+    """Everything under tests/integration runs against a real broker, and is marked so; the
+    cluster's tests share one three-node cluster, so they run in one test process (``-n``
+    spreads the rest)."""
     for item in items:
-        if "integration" in Path(str(item.fspath)).parts:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts:
             item.add_marker(pytest.mark.integration)
+        if "cluster" in parts:
+            item.add_marker(pytest.mark.xdist_group("cluster"))
 
 
 def pytest_report_header() -> str:
