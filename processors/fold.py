@@ -1052,6 +1052,14 @@ def _on_extended(state: State, ev: Event, policy: Policy) -> list[Output]:
 
 
 def _on_ack(state: State, ev: Event, policy: Policy) -> list[Output]:
+    """A consumer deleted something of the subject: by request (a tombstone carried its id),
+    by record (a reconcile found the record gone from its feed), or, naming neither, the
+    subject's consent copy (a reconcile found it gone from the consent feed).
+
+    The last completes the consumer's part of an erasure only when it was sent no record of
+    the subject, only the consent: it then held nothing else to delete, and an erasure whose
+    consent tombstone a consumer missed would otherwise wait for ever. A consumer that was sent
+    records as well is done only when each of them is acknowledged."""
     consumer = ev["consumer"]
     req_id = ev.get("request_id") or ""
     record_id = ev.get("record_id") or ""
@@ -1066,6 +1074,13 @@ def _on_ack(state: State, ev: Event, policy: Policy) -> list[Output]:
             _maybe_complete(state, req_id, req, ev, out)
         return out
     if not record_id:
+        for rid in sorted(requests):
+            req = requests[rid]
+            if req["type"] != "erasure" or req["status"] != "executed" or "owed" not in req:
+                continue
+            if consumer in req["consumers"] and consumer not in req["acks"] and not req["owed"].get(consumer):
+                req["acks"][consumer] = ev["occurred_at"]
+                _maybe_complete(state, rid, req, ev, out)
         return out
     # a consumer that acknowledged every record an erasure tombstoned acknowledged the erasure
     for rid in sorted(requests):

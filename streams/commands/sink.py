@@ -47,7 +47,8 @@ Delivery guarantees, and where each comes from:
   to its current end, every local row whose key is no longer there (absent, or a tombstone)
   is deleted, the latest values are upserted, and the end offsets committed with them in one
   transaction. Each such deletion is acknowledged like a tombstone, by ``record_id`` (the
-  ``request_id`` went with the tombstone), under an ``event_id`` derived from the feed, the key
+  ``request_id`` went with the tombstone; a consent row, by its subject alone, which completes
+  the part of a consumer that was sent only the consent), under an ``event_id`` derived from the feed, the key
   and the feed's end, so a re-sent ack is a duplicate. No tombstone will bring those deletions
   again, so the acks they owe are kept in the store, in the same transaction as the deletions
   (``owe``), and forgotten once the broker has them (``settle``): a sink killed between the

@@ -747,6 +747,27 @@ def test_rule_processors_each_consumer_acknowledges_by_record_only_what_it_was_s
     assert only(s.ack(T0 + 2 * DAY, "crm-mirror", record_id="r-1"), "ErasureCompleted")["consumers"] == RECIPIENTS
 
 
+def test_rule_processors_a_consumer_sent_only_the_consent_acknowledges_its_deletion_without_ids(policy: Policy) -> None:
+    """A reconcile of a consent feed acknowledges a subject's consent copy gone, naming no
+    request and no record: it completes the part of a consumer that was sent nothing else."""
+    s = Subject(policy)
+    s.consent(T0, "newsletter")  # the mailer holds the consent, and nothing else of the subject
+    s.request("ErasureRequested", T0 + DAY)
+    assert s.state["requests"]["q-1"]["consumers"] == ["mailer"]
+    assert s.ack(T0 + 2 * DAY, "crm-mirror") == []  # sent nothing: not awaited, changes nothing
+    d = only(s.ack(T0 + 2 * DAY, "mailer"), "ErasureCompleted")
+    assert (d["request_id"], d["consumers"]) == ("q-1", ["mailer"])
+    assert s.ack(T0 + 3 * DAY, "mailer") == []  # once
+
+
+def test_rule_processors_a_consumer_sent_records_is_not_done_by_its_consent_deletion(policy: Policy) -> None:
+    s = erased_subject(policy)  # the mailer was sent r-2 and the consent
+    s.ack(T0 + 2 * DAY, "crm-mirror", request_id="q-1")
+    assert s.ack(T0 + 2 * DAY, "mailer") == []  # the consent copy is gone, r-2 not acknowledged yet
+    assert "mailer" not in s.state["requests"]["q-1"]["acks"]
+    assert only(s.ack(T0 + 2 * DAY, "mailer", record_id="r-2"), "ErasureCompleted")["consumers"] == RECIPIENTS
+
+
 def test_rule_processors_missing_acknowledgement_by_the_deadline_is_missed_once_per_consumer(policy: Policy) -> None:
     s = erased_subject(policy)
     s.ack(T0 + 2 * DAY, "mailer", request_id="q-1")
