@@ -98,7 +98,27 @@ def _client_cert(settings: Settings) -> tuple[str, str]:
         if not path.is_file():
             raise SettingsError(f"{var}: no such file {path}")
         found.append(str(path))
+    _key_opens(Path(found[1]), settings.kafka_key_password)
     return found[0], found[1]
+
+
+def _key_opens(path: Path, password: str) -> None:
+    """The client key opens with the password given. Checked here because neither library
+    says so usefully: librdkafka refuses to create the client with "ssl.key.location failed:
+    PEM lib", kafka-python fails at its first connection. An unencrypted key with a password
+    set opens (both libraries ignore the password then)."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        serialization.load_pem_private_key(path.read_bytes(), password.encode() if password else None)
+    except TypeError:  # encrypted without a password, or a password for a key that needs none
+        if not password:
+            raise SettingsError(f"LIFECYCLE_KAFKA_KEY: {path} is encrypted: set LIFECYCLE_KAFKA_KEY_PASSWORD") from None
+    except ValueError:
+        raise SettingsError(
+            f"LIFECYCLE_KAFKA_KEY: {path} does not open with LIFECYCLE_KAFKA_KEY_PASSWORD "
+            "(a wrong password, or not a PEM private key)"
+        ) from None
 
 
 def read_credentials(path: Path) -> dict[str, str]:

@@ -40,6 +40,10 @@ from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 pytestmark = pytest.mark.integration
 
 MECHANISMS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "mTLS"]
+ENCRYPTED_KEY = "mTLS, encrypted key"
+"""mTLS with the client key kept encrypted, as a managed cluster's console hands it out
+(``LIFECYCLE_KAFKA_KEY_PASSWORD``): librdkafka and kafka-python must both open it."""
+KEY_PASSWORD = "a-key-password-" + uuid.uuid4().hex[:8]
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +60,31 @@ def cluster(secure_kafka: Settings, tmp_path_factory: pytest.TempPathFactory) ->
 
 def login(s: Settings, mechanism: str, user: str, broker_home: Path) -> Settings:
     """``user`` logging in with ``mechanism``: a password for SASL, the files the broker issued for mTLS."""
-    if mechanism != security.MTLS:
+    if mechanism not in (security.MTLS, ENCRYPTED_KEY):
         return dataclasses.replace(s, kafka_user=user, kafka_mechanism=mechanism)
     cert, key = security.client_cert_paths(broker_home / "broker" / "tls", user)
+    password = ""
+    if mechanism == ENCRYPTED_KEY:
+        key, password = encrypted(key, broker_home / "encrypted-keys" / f"{user}.pem"), KEY_PASSWORD
     port = broker.cert_port(s)
     return dataclasses.replace(
-        s, kafka_user=user, kafka_mechanism=mechanism, kafka_cert=cert, kafka_key=key, kafka_credentials=None,
-        bootstrap=f"127.0.0.1:{port}",
+        s, kafka_user=user, kafka_mechanism=security.MTLS, kafka_cert=cert, kafka_key=key, kafka_credentials=None,
+        kafka_key_password=password, bootstrap=f"127.0.0.1:{port}",
     )  # fmt: skip
+
+
+def encrypted(key: Path, to: Path) -> Path:
+    """The client key, encrypted with ``KEY_PASSWORD`` (PKCS#8, the best the library has)."""
+    from cryptography.hazmat.primitives import serialization
+
+    plain = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    pem = plain.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(KEY_PASSWORD.encode()),
+    )
+    security.write_private(to, pem)
+    return to
 
 
 def at(minutes: int) -> str:
@@ -79,7 +100,7 @@ def publish(s: Settings, events: list[dict[str, Any]]) -> None:
     assert report.ok and report.published == len(events)
 
 
-@pytest.mark.parametrize("mechanism", MECHANISMS)
+@pytest.mark.parametrize("mechanism", [*MECHANISMS, ENCRYPTED_KEY])
 def test_publish_fold_sink_and_erase_with_each_login(
     cluster: Settings, secure_kafka: Settings, mechanism: str, tmp_path: Path
 ) -> None:
@@ -126,9 +147,12 @@ def test_publish_fold_sink_and_erase_with_each_login(
     finally:
         assert stop_worker(proc) == 0, log.read_text()[-3000:]
     text = log.read_text()
-    protocol = "SSL" if mechanism == security.MTLS else f"SASL_SSL ({mechanism})"
+    protocol = f"SASL_SSL ({mechanism})" if worker.kafka_mechanism != security.MTLS else "SSL"
     assert f"as worker over {protocol}" in text and "authorization" not in text.lower(), text[-3000:]
     assert all(p not in text for p in security.read_credentials(secure_kafka.home / "kafka-credentials").values())
+    assert KEY_PASSWORD not in text
+    if mechanism == ENCRYPTED_KEY:
+        assert b"ENCRYPTED PRIVATE KEY" in worker.kafka_key.read_bytes()  # type: ignore[union-attr]
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

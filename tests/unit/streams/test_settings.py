@@ -135,6 +135,35 @@ def test_mtls_takes_a_certificate_the_local_broker_issued_or_the_one_given(tmp_p
         security.client_kwargs(dataclasses.replace(given, kafka_cert=None))
 
 
+def test_an_encrypted_client_key_opens_with_its_password_and_is_one_line_without_it(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from streams.broker.tls import ensure_client_certs
+
+    ensure_client_certs(ensure_tls(tmp_path / "broker" / "tls"), ("worker",))
+    cert, key = security.client_cert_paths(tmp_path / "broker" / "tls", "worker")
+    plain = serialization.load_pem_private_key(key.read_bytes(), None)
+    locked = tmp_path / "locked-key.pem"
+    locked.write_bytes(
+        plain.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"s3cret-kp")
+        )
+    )
+    env = {"LIFECYCLE_HOME": str(tmp_path), "LIFECYCLE_KAFKA_MECHANISM": "mTLS", "LIFECYCLE_KAFKA_CERT": str(cert),
+           "LIFECYCLE_KAFKA_KEY": str(locked)}  # fmt: skip
+    opened = Settings.from_env({**env, "LIFECYCLE_KAFKA_KEY_PASSWORD": "s3cret-kp"})
+    assert security.librdkafka_security(opened)["ssl.key.password"] == "s3cret-kp"
+    with pytest.raises(SettingsError, match=r"^LIFECYCLE_KAFKA_KEY: .* is encrypted: set LIFECYCLE_KAFKA_KEY_PASSWORD$"):
+        security.client_kwargs(Settings.from_env(env))
+    with pytest.raises(SettingsError, match=r"^LIFECYCLE_KAFKA_KEY: .* does not open with LIFECYCLE_KAFKA_KEY_PASSWORD") as wrong:
+        security.client_kwargs(Settings.from_env({**env, "LIFECYCLE_KAFKA_KEY_PASSWORD": "not-it"}))
+    assert "not-it" not in str(wrong.value)
+    not_a_key = tmp_path / "not-a-key.pem"
+    not_a_key.write_text("hello\n")
+    with pytest.raises(SettingsError, match=r"does not open"):
+        security.client_kwargs(Settings.from_env({**env, "LIFECYCLE_KAFKA_KEY": str(not_a_key)}))
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
