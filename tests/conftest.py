@@ -37,15 +37,10 @@ os.environ.setdefault("HOSTILE_SEED", str(random.SystemRandom().randrange(2**32)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/integration runs against a real broker, and is marked so; the
-    cluster's tests share one three-node cluster, so they run in one test process (``-n``
-    spreads the rest)."""
+    """Everything under tests/integration runs against a real broker, and is marked so."""
     for item in items:
-        parts = Path(str(item.fspath)).parts
-        if "integration" in parts:
+        if "integration" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.integration)
-        if "cluster" in parts:
-            item.add_marker(pytest.mark.xdist_group("cluster"))
 
 
 def pytest_report_header() -> str:

@@ -46,7 +46,8 @@ from streams.plumbing.upstream import producer, publish_lines
 from streams.settings import Settings, load_policy
 from streams.worker.processes import LagProbe, spawn_worker, stop_worker, wait_caught_up
 
-pytestmark = pytest.mark.integration
+# one three-node cluster for all of them: in one test process under ``-n`` (``--dist loadgroup``)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cluster")]
 
 
 def line(event: dict[str, Any]) -> bytes:

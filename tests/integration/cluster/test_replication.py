@@ -28,7 +28,8 @@ from streams.plumbing.upstream import producer
 from streams.settings import Settings
 from streams.worker.processes import spawn_worker, stop_worker, wait_caught_up
 
-pytestmark = pytest.mark.integration
+# one three-node cluster for all of them: in one test process under ``-n`` (``--dist loadgroup``)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cluster")]
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
