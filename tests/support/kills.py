@@ -129,15 +129,12 @@ def kill_mid_batch(settings: Settings, tmp_path: Path, seed: int = 29) -> Killed
     got_consent = {k: e.value for k, e in latest_by_key(read_topic(settings, "consent", timeout_s=60)).items()}
     assert got_records == want.records
     assert got_consent == want.consent
-    decided = [
-        ev["event_id"]
-        for e in read_topic(settings, "events", timeout_s=60)
-        if (ev := e.decoded()) is not None and ev["type"] in lifecycle.DECISION_TYPES
-    ]
+    logged = [ev for e in read_topic(settings, "events", timeout_s=60) if (ev := e.decoded()) is not None]
+    decided = [ev["event_id"] for ev in logged if ev["type"] in lifecycle.DECISION_TYPES]
     assert set(decided) == set(want.decisions)  # none lost, none invented
 
     report, _ = run_replay(settings)
-    entries = [ev["event_id"] for e in read_topic(settings, "events", timeout_s=60) if (ev := e.decoded()) is not None]
+    entries = [ev["event_id"] for ev in logged]
     result = Killed(
         kills=kills,
         published=published,

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import pytest
 from support import cluster
+from support.differences import differences
 from support.kills import kill_mid_batch
 from support.ports import free_port_pair
 
@@ -120,11 +121,11 @@ class Sending:
         return {event_id for event_id, fut in self.futures if fut.is_done and fut.succeeded()}
 
 
-def lone_events(at: int, count: int = 200) -> list[dict[str, Any]]:
+def lone_events(at: int, count: int = 200, name: str = "lone") -> list[dict[str, Any]]:
     """One event each for subjects of their own: the pure fold of them is independent of the
     history's."""
     return [
-        {"type": "ConsentGiven", "event_id": f"lone-{i}", "subject_id": f"s-lone-{i}", "occurred_at": at, "source": "web",
+        {"type": "ConsentGiven", "event_id": f"{name}-{i}", "subject_id": f"s-{name}-{i}", "occurred_at": at, "source": "web",
          "purpose": "newsletter"}
         for i in range(count)
     ]  # fmt: skip
@@ -247,8 +248,8 @@ def outcome(settings: Settings, lost: int, erasure: Erasure | None = None) -> di
     want = downstream_of(held + acks, load_policy())
     records = {k: e.value for k, e in latest_by_key(read_topic(settings, "records", timeout_s=60)).items()}
     consent = {k: e.value for k, e in latest_by_key(read_topic(settings, "consent", timeout_s=60)).items()}
-    assert _diff(records, want.records) == []
-    assert _diff(consent, want.consent) == []
+    assert differences(records, want.records) == []
+    assert differences(consent, want.consent) == []
     decided = [d["event_id"] for d in decisions(settings)]
     assert set(decided) == set(want.decisions)  # none lost, none invented
     if erasure is not None:
@@ -263,16 +264,6 @@ def outcome(settings: Settings, lost: int, erasure: Erasure | None = None) -> di
     assert report["mismatch_count"] == 0, report["mismatches"][:3]
     assert lost == 0, "an event reported published is not on lifecycle.ingest"
     return result
-
-
-def _diff(got: dict[bytes, bytes | None], want: dict[bytes, bytes | None]) -> list[str]:
-    out = []
-    for key in sorted(set(got) | set(want)):
-        g, w = got.get(key, "missing"), want.get(key, "missing")
-        if g != w:
-            show = lambda v: v if v in ("missing", None) else decode(v)  # noqa: E731
-            out.append(f"{key!r}: got {show(g)} want {show(w)}")
-    return out[:3]
 
 
 def summary(what: str, kills: int, result: dict[str, int], seconds: float, restarts: int = 0) -> str:
@@ -378,11 +369,7 @@ def test_two_of_three_brokers_down_refuses_writes_loudly_and_the_worker_resumes(
     s = on_cluster
     events = history(6_000, 600, seed=71)
     at = events[0]["occurred_at"]
-    refused_lines = [
-        {"type": "ConsentGiven", "event_id": f"late-{i}", "subject_id": f"s-late-{i}", "occurred_at": at, "source": "web",
-         "purpose": "newsletter"}
-        for i in range(20)
-    ]  # fmt: skip
+    refused_lines = lone_events(at, 20, name="late")
     worker = spawn(s, tmp_path, 0)
     publisher = Publishing(s, events, per_second=150.0)
     try:

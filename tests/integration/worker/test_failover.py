@@ -22,13 +22,14 @@ from typing import Any
 
 import orjson
 import pytest
+from support.differences import differences
 from support.http import bearer, http_get
 from support.ports import free_port_pair, local_broker_settings
 
 from processors import fold as lifecycle
 from processors.messages import downstream_of
 from processors.shredding import new_master_key_text
-from schemas.codec import decode, encode
+from schemas.codec import encode
 from streams.bench.history import history
 from streams.bench.measure import fill
 from streams.broker import local as broker
@@ -48,8 +49,8 @@ def _assert_exact(settings: Settings, events: list[dict]) -> int:
     want_records, want_consent, want_decisions = want.records, want.consent, set(want.decisions)
     got_records = {k: e.value for k, e in latest_by_key(read_topic(settings, "records", timeout_s=60)).items()}
     got_consent = {k: e.value for k, e in latest_by_key(read_topic(settings, "consent", timeout_s=60)).items()}
-    assert _diff(got_records, want_records) == []
-    assert _diff(got_consent, want_consent) == []
+    assert differences(got_records, want_records) == []
+    assert differences(got_consent, want_consent) == []
     decided = {
         ev["event_id"]
         for e in read_topic(settings, "events", timeout_s=60)
@@ -57,17 +58,6 @@ def _assert_exact(settings: Settings, events: list[dict]) -> int:
     }
     assert decided == want_decisions  # none lost, none invented
     return len(decided)
-
-
-def _diff(got: dict, want: dict) -> list[str]:
-    """Readable differences between two key -> Avro value maps (test data only)."""
-    out = []
-    for key in sorted(set(got) | set(want)):
-        g, w = got.get(key, "missing"), want.get(key, "missing")
-        if g != w:
-            show = lambda v: v if v in ("missing", None) else decode(v)  # noqa: E731
-            out.append(f"{key!r}: got {show(g)} want {show(w)}")
-    return out[:3]
 
 
 class Publisher(threading.Thread):
