@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 from schemas.codec import CodecError, encode
 from schemas.contract import ContractError, parse_line
+from streams.plumbing.net import reachable
 from streams.plumbing.security import client_kwargs, login_hint
 from streams.settings import Settings
 
@@ -174,7 +174,7 @@ def diagnose(settings: Settings) -> str:
     write tells the operator what to bring back.
     """
     addresses = [a.strip() for a in settings.bootstrap.split(",") if a.strip()]
-    down = [a for a in addresses if not _answers(a)]
+    down = [a for a in addresses if not reachable(a, timeout=2.0)]
     if not down:
         return ""
     if len(addresses) == 1:
@@ -185,15 +185,6 @@ def diagnose(settings: Settings) -> str:
     insync = _min_insync(settings, [a for a in addresses if a not in down])
     needed = f"{insync} copies in sync (min.insync.replicas)" if insync else "min.insync.replicas copies in sync"
     return cause + f", and {settings.topic('ingest')} takes a write only with {needed}"
-
-
-def _answers(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=2.0):
-            return True
-    except (OSError, ValueError):
-        return False
 
 
 def _min_insync(settings: Settings, live: list[str]) -> str:
